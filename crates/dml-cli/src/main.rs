@@ -1,0 +1,65 @@
+//! The `dml` command line: one binary for the whole deep metric learning pipeline.
+//!
+//! Every subcommand lives in its own file under `cmd/`. Library errors arrive here as typed
+//! errors; `main` prints them as one line (the cause chain joined with `: `) and exits 2.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Deep metric learning: ranking losses, exact k-NN evaluation and retrieval.
+#[derive(Debug, Parser)]
+#[command(name = "dml", version, about, propagate_version = true)]
+struct Cli {
+    /// Worker threads for numeric kernels (default: all cores).
+    #[arg(long, global = true, value_name = "NUM")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Loss(cmd::loss::Args),
+    Eval(cmd::eval::Args),
+    Bench(cmd::bench::Args),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(threads) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start {threads} threads: {e}"))?;
+    }
+    match cli.command {
+        Command::Loss(args) => cmd::loss::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("dml: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `dml ... | head` closes our stdout early; that is not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,3 @@
+//! CLI integration tests: one binary that runs `dml` as a user would.
+
+mod common;

@@ -1,0 +1,1 @@
+//! dml-data (being written).

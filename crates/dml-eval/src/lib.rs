@@ -1,0 +1,1 @@
+//! dml-eval (being written).

@@ -1,0 +1,1 @@
+//! dml-losses (being written).

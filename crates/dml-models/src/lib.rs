@@ -1,0 +1,1 @@
+//! dml-models (being written).

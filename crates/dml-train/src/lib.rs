@@ -1,0 +1,1 @@
+//! dml-train (being written).
