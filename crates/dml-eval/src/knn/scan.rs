@@ -1,0 +1,283 @@
+//! The blocked pass over every (query, reference) score that all exact k-NN metrics share.
+//!
+//! Scores come from one GEMM per tile of `BLOCK` queries x `BLOCK` references
+//! ([`dml_core::linalg::matmul`]: AVX-512 at run time, rayon threads), then each query's
+//! [`Sink`] sees the tile's row (or column) while it is still in cache. Memory is one tile,
+//! never a query x reference matrix. When the queries *are* the references (leave-one-out),
+//! the score matrix is symmetric: only tiles on or above the diagonal are computed and each
+//! off-diagonal tile feeds its rows to the row queries and its columns to the column queries,
+//! which halves the multiply-adds.
+
+use dml_core::linalg::{Transpose, matmul};
+use rayon::prelude::*;
+
+/// Rows and columns of a score tile. 1024 x 1024 f32 is 4 MiB: the GEMM packs its operands
+/// for L1/L2 itself, and the merge then reads the tile from L3. Larger tiles gained nothing
+/// measurable and smaller ones lose GEMM efficiency (docs/benchmarks.md, "Evaluation engine").
+pub(crate) const BLOCK: usize = 1024;
+
+/// Width of the vectorised "can anything here matter?" check.
+const LANES: usize = 16;
+
+/// Receives one query's candidates `(key, reference index)`, in no particular order.
+///
+/// Keys are "lower is closer" scores; ties are the sink's business (every sink here breaks
+/// them by the lower reference index).
+pub(crate) trait Sink: Send {
+    /// No candidate with a key above this can change the sink (`+inf`: any can).
+    fn bound(&self) -> f32;
+    /// Takes a candidate whose key is `<= self.bound()`.
+    fn offer(&mut self, key: f32, index: u32);
+}
+
+/// One side of the product: row-major rows and the term added to each scaled dot product.
+///
+/// The key of (query `q`, reference `r`) is `scale * q.r + offset[r]`: `-2 q.r + |r|^2` ranks
+/// like the squared distance (the query's own `|q|^2` is the same for its whole row), and
+/// `-q.r` ranks by inner product.
+pub(crate) struct Side<'a> {
+    /// Row-major values.
+    pub data: &'a [f32],
+    /// Row length.
+    pub dim: usize,
+    /// The per-row term of the key (empty rows: none).
+    pub offset: Vec<f32>,
+}
+
+impl Side<'_> {
+    fn rows(&self) -> usize {
+        self.offset.len()
+    }
+
+    fn block(&self, start: usize, end: usize) -> &[f32] {
+        &self.data[start * self.dim..end * self.dim]
+    }
+}
+
+/// How the queries relate to the references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Query `i` is reference `i` (same side): compute the upper triangle of tiles only and
+    /// exclude the diagonal.
+    Symmetric,
+    /// Independent sides. With `Some(shift)`, query `i` is reference `i + shift` and is
+    /// excluded from its own list (leave-one-out over a subset of queries).
+    Separate {
+        /// Reference index of query 0, when the queries are a slice of the references.
+        self_shift: Option<usize>,
+    },
+}
+
+/// Feeds every (query, reference) key to the query's sink. `sinks[i]` belongs to query `i`.
+///
+/// With [`Layout::Symmetric`], `reference` is ignored: the queries are the references.
+pub(crate) fn scan<S: Sink>(
+    query: &Side<'_>,
+    reference: &Side<'_>,
+    scale: f32,
+    layout: Layout,
+    sinks: &mut [S],
+) {
+    debug_assert_eq!(sinks.len(), query.rows());
+    let reference = if layout == Layout::Symmetric {
+        query
+    } else {
+        reference
+    };
+    let (n_query, n_ref) = (query.rows(), reference.rows());
+    if n_query == 0 || n_ref == 0 {
+        return;
+    }
+    let dim = query.dim;
+    let mut tile = vec![0.0f32; BLOCK.min(n_query) * BLOCK.min(n_ref)];
+    for q0 in (0..n_query).step_by(BLOCK) {
+        let q1 = (q0 + BLOCK).min(n_query);
+        let first_ref = if layout == Layout::Symmetric { q0 } else { 0 };
+        for r0 in (first_ref..n_ref).step_by(BLOCK) {
+            let r1 = (r0 + BLOCK).min(n_ref);
+            let (rows, cols) = (q1 - q0, r1 - r0);
+            let c = &mut tile[..rows * cols];
+            matmul(
+                query.block(q0, q1),
+                Transpose::No,
+                reference.block(r0, r1),
+                Transpose::Yes,
+                rows,
+                cols,
+                dim,
+                c,
+                0.0,
+                scale,
+            );
+            let c = &*c;
+            let ref_offset = &reference.offset[r0..r1];
+            match layout {
+                Layout::Symmetric if q0 == r0 => {
+                    merge_rows(&mut sinks[q0..q1], c, ref_offset, r0, Some(q0));
+                }
+                Layout::Symmetric => {
+                    let (head, tail) = sinks.split_at_mut(r0);
+                    let (row_sinks, col_sinks) = (&mut head[q0..q1], &mut tail[..cols]);
+                    let query_offset = &query.offset[q0..q1];
+                    rayon::join(
+                        || merge_rows(row_sinks, c, ref_offset, r0, None),
+                        || merge_columns(col_sinks, c, cols, query_offset, q0),
+                    );
+                }
+                Layout::Separate { self_shift } => {
+                    let excluded = self_shift.map(|s| q0 + s);
+                    merge_rows(&mut sinks[q0..q1], c, ref_offset, r0, excluded);
+                }
+            }
+        }
+    }
+}
+
+/// Row `i` of `c` holds query `i`'s keys (before `offset`) for references `r0..`.
+/// `first_excluded`: the reference index of row 0's own item (row `i` excludes it `+ i`).
+fn merge_rows<S: Sink>(
+    sinks: &mut [S],
+    c: &[f32],
+    offset: &[f32],
+    r0: usize,
+    first_excluded: Option<usize>,
+) {
+    let cols = offset.len();
+    sinks
+        .par_iter_mut()
+        .with_min_len(8)
+        .enumerate()
+        .for_each(|(i, sink)| {
+            let excluded = first_excluded.map(|e| e + i);
+            merge_row(sink, &c[i * cols..(i + 1) * cols], offset, r0, excluded);
+        });
+}
+
+fn merge_row<S: Sink>(
+    sink: &mut S,
+    row: &[f32],
+    offset: &[f32],
+    r0: usize,
+    excluded: Option<usize>,
+) {
+    let mut bound = sink.bound();
+    for (chunk, (keys, offs)) in row.chunks(LANES).zip(offset.chunks(LANES)).enumerate() {
+        if !keys.iter().zip(offs).fold(false, |any, (&k, &o)| any | (k + o <= bound)) {
+            continue;
+        }
+        for (lane, (&k, &o)) in keys.iter().zip(offs).enumerate() {
+            let key = k + o;
+            let index = r0 + chunk * LANES + lane;
+            if key <= bound && Some(index) != excluded {
+                sink.offer(key, index as u32);
+                bound = sink.bound();
+            }
+        }
+    }
+}
+
+/// Column `j` of `c` (row length `ldc`) holds the keys of query `j` (the sinks' owners, a
+/// block of the same set) against references `q0..`, whose offsets are `offset`.
+fn merge_columns<S: Sink>(sinks: &mut [S], c: &[f32], ldc: usize, offset: &[f32], q0: usize) {
+    sinks
+        .par_chunks_mut(LANES)
+        .enumerate()
+        .for_each(|(group, sinks)| {
+            let j0 = group * LANES;
+            let width = sinks.len();
+            let mut bounds = [f32::NEG_INFINITY; LANES];
+            for (b, s) in bounds.iter_mut().zip(sinks.iter()) {
+                *b = s.bound();
+            }
+            for (i, &o) in offset.iter().enumerate() {
+                let keys = &c[i * ldc + j0..i * ldc + j0 + width];
+                if !keys
+                    .iter()
+                    .zip(&bounds)
+                    .fold(false, |any, (&k, &b)| any | (k + o <= b))
+                {
+                    continue;
+                }
+                for (lane, &k) in keys.iter().enumerate() {
+                    let key = k + o;
+                    if key <= bounds[lane] {
+                        sinks[lane].offer(key, (q0 + i) as u32);
+                        bounds[lane] = sinks[lane].bound();
+                    }
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every candidate it is offered.
+    struct Everything(Vec<(u32, f32)>);
+
+    impl Sink for Everything {
+        fn bound(&self) -> f32 {
+            f32::INFINITY
+        }
+        fn offer(&mut self, key: f32, index: u32) {
+            self.0.push((index, key));
+        }
+    }
+
+    fn side(data: &[f32], dim: usize) -> Side<'_> {
+        Side {
+            data,
+            dim,
+            offset: dml_core::linalg::row_sq_norms(data, dim),
+        }
+    }
+
+    fn pseudo_random(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// Every pair exactly once, with `|r|^2 - 2 q.r`, across several tiles and both layouts.
+    #[test]
+    fn every_pair_is_seen_once_with_its_key() {
+        let dim = 3;
+        let n = BLOCK + 37;
+        let x = pseudo_random(n * dim, 1);
+        let s = side(&x, dim);
+        let key = |q: usize, r: usize| {
+            let dot: f32 = (0..dim).map(|d| x[q * dim + d] * x[r * dim + d]).sum();
+            s.offset[r] - 2.0 * dot
+        };
+        for layout in [Layout::Symmetric, Layout::Separate { self_shift: Some(0) }] {
+            let mut sinks: Vec<Everything> = (0..n).map(|_| Everything(Vec::new())).collect();
+            scan(&s, &s, -2.0, layout, &mut sinks);
+            for (q, sink) in sinks.iter_mut().enumerate().step_by(97) {
+                sink.0.sort_by_key(|&(i, _)| i);
+                let seen: Vec<u32> = sink.0.iter().map(|&(i, _)| i).collect();
+                let want: Vec<u32> = (0..n as u32).filter(|&r| r as usize != q).collect();
+                assert_eq!(seen, want, "{layout:?} query {q}");
+                for &(r, k) in &sink.0 {
+                    assert!((k - key(q, r as usize)).abs() < 1e-4, "{layout:?} {q} {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn separate_sides_see_the_whole_reference_set() {
+        let (dim, nq, nr) = (2, 5, BLOCK + 3);
+        let q = pseudo_random(nq * dim, 7);
+        let r = pseudo_random(nr * dim, 3);
+        let mut sinks: Vec<Everything> = (0..nq).map(|_| Everything(Vec::new())).collect();
+        scan(
+            &side(&q, dim),
+            &side(&r, dim),
+            -2.0,
+            Layout::Separate { self_shift: None },
+            &mut sinks,
+        );
+        assert!(sinks.iter().all(|s| s.0.len() == nr));
+    }
+}

@@ -1,0 +1,608 @@
+//! Distances and similarities with PML's semantics, their score matrices and exact gradients.
+//!
+//! A [`Distance`] turns two sets of points into a dense score matrix `S` (rows = `x`,
+//! columns = `y`, possibly `x == y`) with one GEMM, and [`Scores::backward`] turns a dense
+//! `dL/dS` back into `dL/dx` and `dL/dy` with GEMMs. Losses only ever see `S` and hand back
+//! `dL/dS`; the geometry lives here.
+
+use dml_core::Real;
+use dml_core::linalg::{Transpose, matmul, row_sq_norms};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::matrix::MatrixRef;
+
+/// Normalisation divides by `max(||x||, NORM_EPS)` (PML and `torch.nn.functional.normalize`).
+pub const NORM_EPS: f64 = 1e-12;
+
+/// Which power of the Euclidean distance [`Distance::Lp`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LpPower {
+    /// The Euclidean distance `||x - y||`.
+    One,
+    /// The squared Euclidean distance `||x - y||^2`.
+    Two,
+}
+
+/// How two embeddings are compared.
+///
+/// Distances (`Lp`) are small for similar points; similarities (`Cosine`, `DotProduct`) are
+/// large. Every loss writes its hinges through [`Distance::margin`], so the same loss runs with
+/// either kind (PML note 2); the meaning of margins flips with it.
+///
+/// Unlike PML there is no silent default: `normalize` is always spelled out. PML's
+/// `LpDistance()` is `Lp { power: One, normalize: true }` and its `DotProductSimilarity()` is
+/// `DotProduct { normalize: true }` (i.e. cosine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Distance {
+    /// Euclidean distance (p = 2) raised to `power`, optionally between L2-normalised points.
+    Lp {
+        /// 1: distance, 2: squared distance (applied to the finished distance, PML note 1).
+        power: LpPower,
+        /// Normalise each point to unit length (`x / max(||x||, 1e-12)`) first.
+        normalize: bool,
+    },
+    /// Cosine similarity: dot product of L2-normalised points.
+    Cosine,
+    /// Dot product, optionally of L2-normalised points (then it equals `Cosine`).
+    DotProduct {
+        /// Normalise each point to unit length first.
+        normalize: bool,
+    },
+}
+
+impl Distance {
+    /// PML's `LpDistance()` default: Euclidean distance between L2-normalised points.
+    pub const PML_LP_DEFAULT: Distance = Distance::Lp {
+        power: LpPower::One,
+        normalize: true,
+    };
+
+    /// True for similarities (larger = closer), false for distances (PML's `is_inverted`).
+    pub fn is_similarity(&self) -> bool {
+        !matches!(self, Distance::Lp { .. })
+    }
+
+    /// Whether points are L2-normalised before comparison.
+    pub fn normalizes(&self) -> bool {
+        match *self {
+            Distance::Lp { normalize, .. } | Distance::DotProduct { normalize } => normalize,
+            Distance::Cosine => true,
+        }
+    }
+
+    /// PML's direction-aware margin: `x - y` for distances, `y - x` for similarities.
+    #[inline]
+    pub fn margin<T: Real>(&self, x: T, y: T) -> T {
+        if self.is_similarity() { y - x } else { x - y }
+    }
+
+    /// `d margin(x, y) / dx`: `+1` for distances, `-1` for similarities (and `-` that for `y`).
+    #[inline]
+    pub fn margin_slope<T: Real>(&self) -> T {
+        if self.is_similarity() {
+            -T::one()
+        } else {
+            T::one()
+        }
+    }
+
+    /// Turns a score into a "farness": the distance itself, or the negated similarity.
+    ///
+    /// Miners and the fused triplet path sort by farness so one code path serves both kinds.
+    #[inline]
+    pub fn farness<T: Real>(&self, score: T) -> T {
+        if self.is_similarity() { -score } else { score }
+    }
+
+    /// The PML class and arguments this distance corresponds to, for messages and reports.
+    pub fn describe(&self) -> String {
+        match *self {
+            Distance::Lp { power, normalize } => format!(
+                "LpDistance(p=2, power={}, normalize_embeddings={normalize})",
+                match power {
+                    LpPower::One => 1,
+                    LpPower::Two => 2,
+                }
+            ),
+            Distance::Cosine => "CosineSimilarity()".to_string(),
+            Distance::DotProduct { normalize } => {
+                format!("DotProductSimilarity(normalize_embeddings={normalize})")
+            }
+        }
+    }
+
+    /// The score matrix between the rows of `x` and the rows of `y` (`y = None`: `x` itself).
+    ///
+    /// One GEMM plus O(rows * cols) work. Lp distances are computed as
+    /// `sqrt(max(||x||^2 + ||y||^2 - 2 x.y, 0))` like `torch.cdist`, except that pairs whose
+    /// squared distance is within rounding of zero (including the diagonal when `y` is `x`) are
+    /// recomputed from the explicit difference, so duplicates get exactly 0 and an exactly zero
+    /// gradient instead of `sqrt(eps)` noise (PML note 3).
+    ///
+    /// # Panics
+    /// If `y` has a different number of columns than `x` (callers validate shapes).
+    pub fn scores<T: Real>(&self, x: MatrixRef<'_, T>, y: Option<MatrixRef<'_, T>>) -> Scores<T> {
+        let dim = x.cols();
+        if let Some(y) = y {
+            assert_eq!(y.cols(), dim, "score matrix operands differ in width");
+        }
+        let left = Side::prepare(x, self.normalizes());
+        let right = y.map(|y| Side::prepare(y, self.normalizes()));
+        let rows = x.rows();
+        let cols = y.map_or(rows, |y| y.rows());
+        let mut values = vec![T::zero(); rows * cols];
+        {
+            let yp = right.as_ref().unwrap_or(&left);
+            matmul(
+                &left.points,
+                Transpose::No,
+                &yp.points,
+                Transpose::Yes,
+                rows,
+                cols,
+                dim,
+                &mut values,
+                T::zero(),
+                T::one(),
+            );
+        }
+        let mut exact = Vec::new();
+        if let Distance::Lp { power, .. } = *self {
+            exact = lp_from_gram(&mut values, &left, right.as_ref(), dim, power);
+        }
+        Scores {
+            distance: *self,
+            values,
+            rows,
+            cols,
+            dim,
+            left,
+            right,
+            exact,
+        }
+    }
+}
+
+/// One operand of a score matrix, as the GEMMs see it.
+#[derive(Debug, Clone)]
+struct Side<T> {
+    /// The points, L2-normalised when the distance normalises.
+    points: Vec<T>,
+    /// The original norms `||x||` when normalised (needed by the normalisation's backward).
+    norms: Option<Vec<T>>,
+    /// Squared norms of `points`.
+    sq_norms: Vec<T>,
+}
+
+impl<T: Real> Side<T> {
+    fn prepare(x: MatrixRef<'_, T>, normalize: bool) -> Self {
+        let dim = x.cols();
+        let mut points = x.data().to_vec();
+        let mut norms = None;
+        if normalize && dim > 0 {
+            let eps = T::of(NORM_EPS);
+            let n: Vec<T> = row_sq_norms(x.data(), dim)
+                .into_iter()
+                .map(|s| s.sqrt())
+                .collect();
+            points
+                .par_chunks_mut(dim)
+                .zip(n.par_iter())
+                .for_each(|(row, &norm)| {
+                    let denom = norm.max(eps);
+                    row.iter_mut().for_each(|v| *v = *v / denom);
+                });
+            norms = Some(n);
+        }
+        let sq_norms = if dim == 0 {
+            vec![T::zero(); x.rows()]
+        } else {
+            row_sq_norms(&points, dim)
+        };
+        Self {
+            points,
+            norms,
+            sq_norms,
+        }
+    }
+
+    fn row(&self, i: usize, dim: usize) -> &[T] {
+        &self.points[i * dim..(i + 1) * dim]
+    }
+
+    /// Chains `dL/d(points)` through the normalisation, in place, giving `dL/d(raw points)`.
+    fn normalize_backward(&self, grad: &mut [T], dim: usize) {
+        let Some(norms) = &self.norms else { return };
+        let eps = T::of(NORM_EPS);
+        grad.par_chunks_mut(dim)
+            .zip(self.points.par_chunks(dim))
+            .zip(norms.par_iter())
+            .for_each(|((g, xh), &norm)| {
+                if norm >= eps {
+                    let proj: T = g.iter().zip(xh).map(|(&a, &b)| a * b).sum();
+                    for (gi, &xi) in g.iter_mut().zip(xh) {
+                        *gi = (*gi - xi * proj) / norm;
+                    }
+                } else {
+                    // Below the clamp x / eps is linear in x (torch's clamp_min gradient).
+                    g.iter_mut().for_each(|gi| *gi = *gi / eps);
+                }
+            });
+    }
+}
+
+/// Turns a Gram matrix into Lp distances in place; returns the pairs computed exactly.
+fn lp_from_gram<T: Real>(
+    values: &mut [T],
+    left: &Side<T>,
+    right: Option<&Side<T>>,
+    dim: usize,
+    power: LpPower,
+) -> Vec<(usize, usize)> {
+    let cols = right.map_or(left.sq_norms.len(), |r| r.sq_norms.len());
+    if cols == 0 {
+        return Vec::new();
+    }
+    let is_self = right.is_none();
+    let yside = right.unwrap_or(left);
+    // The GEMM form loses ~eps * (|x|^2 + |y|^2) absolutely; below this many of those units
+    // the explicit difference is used instead.
+    let tol = T::epsilon() * T::of(4096.0);
+    let per_row: Vec<Vec<(usize, usize)>> = values
+        .par_chunks_mut(cols)
+        .enumerate()
+        .map(|(i, row)| {
+            let sx = left.sq_norms[i];
+            let mut exact = Vec::new();
+            for (j, v) in row.iter_mut().enumerate() {
+                let sy = yside.sq_norms[j];
+                let mut sq = (sx + sy - (*v + *v)).max(T::zero());
+                if (is_self && i == j) || sq <= tol * (sx + sy) {
+                    sq = if is_self && i == j {
+                        T::zero()
+                    } else {
+                        left.row(i, dim)
+                            .iter()
+                            .zip(yside.row(j, dim))
+                            .map(|(&a, &b)| (a - b) * (a - b))
+                            .sum()
+                    };
+                    exact.push((i, j));
+                }
+                *v = match power {
+                    LpPower::One => sq.sqrt(),
+                    LpPower::Two => sq,
+                };
+            }
+            exact
+        })
+        .collect();
+    per_row.into_iter().flatten().collect()
+}
+
+/// A score matrix together with what its backward pass needs.
+#[derive(Debug, Clone)]
+pub struct Scores<T> {
+    distance: Distance,
+    values: Vec<T>,
+    rows: usize,
+    cols: usize,
+    dim: usize,
+    left: Side<T>,
+    right: Option<Side<T>>,
+    /// Lp pairs computed from explicit differences; their gradient is also taken exactly.
+    exact: Vec<(usize, usize)>,
+}
+
+/// Gradients of a loss with respect to the two operands of a score matrix.
+#[derive(Debug, Clone)]
+pub struct ScoreGradients<T> {
+    /// `dL/dx`, row-major like `x` (includes the `y` side when `y` was `x`).
+    pub x: Vec<T>,
+    /// `dL/dy` when `y` was a separate matrix.
+    pub y: Option<Vec<T>>,
+}
+
+impl<T: Real> Scores<T> {
+    /// The distance that produced these scores.
+    pub fn distance(&self) -> Distance {
+        self.distance
+    }
+
+    /// Number of rows (points of `x`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (points of `y`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The scores, row-major.
+    pub fn values(&self) -> &[T] {
+        &self.values
+    }
+
+    /// Row `i` of the score matrix.
+    #[inline]
+    pub fn row(&self, i: usize) -> &[T] {
+        &self.values[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Score between row `i` of `x` and row `j` of `y`.
+    #[inline]
+    pub fn get(&self, i: usize, j: usize) -> T {
+        self.values[i * self.cols + j]
+    }
+
+    /// Chains a dense `dL/dS` (row-major, `rows x cols`) into gradients for `x` and `y`.
+    ///
+    /// `grad` is used as scratch space and left in an unspecified state. Costs one or two
+    /// GEMMs of size `rows x cols x dim`.
+    ///
+    /// # Panics
+    /// If `grad` is not `rows * cols` long.
+    pub fn backward(&self, grad: &mut [T]) -> ScoreGradients<T> {
+        assert_eq!(grad.len(), self.rows * self.cols, "dL/dS has the wrong size");
+        let (n, m, d) = (self.rows, self.cols, self.dim);
+        let mut dx = vec![T::zero(); n * d];
+        let mut dy = self.right.as_ref().map(|_| vec![T::zero(); m * d]);
+        if n == 0 || m == 0 || d == 0 {
+            return ScoreGradients { x: dx, y: dy };
+        }
+        let yside = self.right.as_ref().unwrap_or(&self.left);
+        match self.distance {
+            Distance::Lp { power, .. } => {
+                self.lp_weights(grad, power);
+                self.exact_pairs_backward(grad, &mut dx, dy.as_mut());
+                let two = T::of(2.0);
+                if dy.is_none() {
+                    symmetrize(grad, n);
+                }
+                let row_sums: Vec<T> = grad.par_chunks(m).map(|r| r.iter().copied().sum()).collect();
+                scale_rows(&mut dx, &self.left.points, &row_sums, two, d);
+                matmul(grad, Transpose::No, &yside.points, Transpose::No, n, d, m, &mut dx, T::one(), -two);
+                if let Some(dy) = dy.as_mut() {
+                    let col_sums = column_sums(grad, n, m);
+                    scale_rows(dy, &yside.points, &col_sums, two, d);
+                    matmul(grad, Transpose::Yes, &self.left.points, Transpose::No, m, d, n, dy, T::one(), -two);
+                }
+            }
+            Distance::Cosine | Distance::DotProduct { .. } => {
+                if dy.is_none() {
+                    symmetrize(grad, n);
+                }
+                matmul(grad, Transpose::No, &yside.points, Transpose::No, n, d, m, &mut dx, T::zero(), T::one());
+                if let Some(dy) = dy.as_mut() {
+                    matmul(grad, Transpose::Yes, &self.left.points, Transpose::No, m, d, n, dy, T::zero(), T::one());
+                }
+            }
+        }
+        self.left.normalize_backward(&mut dx, d);
+        if let (Some(dy), Some(r)) = (dy.as_mut(), self.right.as_ref()) {
+            r.normalize_backward(dy, d);
+        }
+        ScoreGradients { x: dx, y: dy }
+    }
+
+    /// Replaces `dL/dS` by `dL/d(squared distance)` in place.
+    fn lp_weights(&self, grad: &mut [T], power: LpPower) {
+        if power == LpPower::One {
+            let two = T::of(2.0);
+            grad.par_iter_mut().zip(self.values.par_iter()).for_each(|(g, &dist)| {
+                *g = if dist > T::zero() { *g / (two * dist) } else { T::zero() };
+            });
+        }
+    }
+
+    /// Gradient of the exactly computed pairs from the explicit difference; zeroes their weight
+    /// so the GEMM form does not count them again.
+    fn exact_pairs_backward(&self, w: &mut [T], dx: &mut [T], mut dy: Option<&mut Vec<T>>) {
+        let d = self.dim;
+        let m = self.cols;
+        let yside = self.right.as_ref().unwrap_or(&self.left);
+        let two = T::of(2.0);
+        for &(i, j) in &self.exact {
+            let wij = std::mem::replace(&mut w[i * m + j], T::zero());
+            if wij == T::zero() {
+                continue;
+            }
+            let (xi, yj) = (self.left.row(i, d), yside.row(j, d));
+            for k in 0..d {
+                let g = two * wij * (xi[k] - yj[k]);
+                dx[i * d + k] += g;
+                match dy.as_deref_mut() {
+                    Some(dy) => dy[j * d + k] -= g,
+                    None => dx[j * d + k] -= g,
+                }
+            }
+        }
+    }
+}
+
+/// `out[i] = scale * sums[i] * points[i]` for every row.
+fn scale_rows<T: Real>(out: &mut [T], points: &[T], sums: &[T], scale: T, d: usize) {
+    out.par_chunks_mut(d)
+        .zip(points.par_chunks(d))
+        .zip(sums.par_iter())
+        .for_each(|((o, p), &s)| {
+            for (oi, &pi) in o.iter_mut().zip(p) {
+                *oi += scale * s * pi;
+            }
+        });
+}
+
+fn column_sums<T: Real>(w: &[T], n: usize, m: usize) -> Vec<T> {
+    let mut sums = vec![T::zero(); m];
+    for r in w.chunks(m).take(n) {
+        for (s, &v) in sums.iter_mut().zip(r) {
+            *s += v;
+        }
+    }
+    sums
+}
+
+/// `w <- w + w^T` for a square row-major matrix, in cache-sized tiles.
+///
+/// Lets a self score matrix (`y = x`) take its backward with one GEMM instead of two.
+fn symmetrize<T: Real>(w: &mut [T], n: usize) {
+    const TILE: usize = 64;
+    for bi in (0..n).step_by(TILE) {
+        for bj in (bi..n).step_by(TILE) {
+            for i in bi..(bi + TILE).min(n) {
+                let j0 = if bi == bj { i } else { bj };
+                for j in j0..(bj + TILE).min(n) {
+                    if i == j {
+                        w[i * n + i] = w[i * n + i] + w[i * n + i];
+                    } else {
+                        let s = w[i * n + j] + w[j * n + i];
+                        w[i * n + j] = s;
+                        w[j * n + i] = s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pts() -> Vec<f64> {
+        vec![
+            0.3, -1.2, 0.5, 2.0, 0.1, -0.4, -0.7, 0.9, 1.1, 0.3, -0.2, 0.8, 0.3, -1.2, 0.5,
+        ]
+    }
+
+    fn naive(dist: Distance, x: &[f64], y: &[f64], d: usize) -> f64 {
+        let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt().max(NORM_EPS);
+        let (xs, ys): (Vec<f64>, Vec<f64>) = if dist.normalizes() {
+            (
+                x.iter().map(|a| a / norm(x)).collect(),
+                y.iter().map(|a| a / norm(y)).collect(),
+            )
+        } else {
+            (x.to_vec(), y.to_vec())
+        };
+        match dist {
+            Distance::Lp { power, .. } => {
+                let sq: f64 = (0..d).map(|k| (xs[k] - ys[k]).powi(2)).sum();
+                match power {
+                    LpPower::One => sq.sqrt(),
+                    LpPower::Two => sq,
+                }
+            }
+            _ => (0..d).map(|k| xs[k] * ys[k]).sum(),
+        }
+    }
+
+    fn all() -> Vec<Distance> {
+        let mut v = vec![
+            Distance::Cosine,
+            Distance::DotProduct { normalize: false },
+            Distance::DotProduct { normalize: true },
+        ];
+        for power in [LpPower::One, LpPower::Two] {
+            for normalize in [false, true] {
+                v.push(Distance::Lp { power, normalize });
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn scores_match_naive_formulas_and_duplicates_are_exactly_zero() {
+        let x = pts();
+        let m = MatrixRef::new(&x, 5, 3).unwrap();
+        for dist in all() {
+            let s = dist.scores(m, None);
+            for i in 0..5 {
+                for j in 0..5 {
+                    let want = naive(dist, m.row(i), m.row(j), 3);
+                    assert!((s.get(i, j) - want).abs() < 1e-12, "{dist:?} {i} {j}");
+                }
+            }
+            if !dist.is_similarity() {
+                // rows 0 and 4 are identical
+                assert_eq!(s.get(0, 4), 0.0);
+                assert_eq!(s.get(2, 2), 0.0);
+            }
+        }
+    }
+
+    /// Finite differences of `sum(c .* S)` for a fixed random-ish `c`.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let x = pts();
+        let y = vec![0.5, 0.5, -1.0, 1.5, -0.3, 0.2];
+        let c: Vec<f64> = (0..25).map(|k| ((k * 37) % 11) as f64 / 5.0 - 1.0).collect();
+        for dist in all() {
+            for with_y in [false, true] {
+                let cols = if with_y { 2 } else { 5 };
+                let f = |xv: &[f64], yv: &[f64]| -> f64 {
+                    let xm = MatrixRef::new(xv, 5, 3).unwrap();
+                    let ym = MatrixRef::new(yv, 2, 3).unwrap();
+                    let s = dist.scores(xm, with_y.then_some(ym));
+                    // skip the exactly-duplicate pair (0, 4): distance is not differentiable there
+                    s.values()
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| with_y || !(k / cols == 0 && k % cols == 4 || k / cols == 4 && k % cols == 0))
+                        .map(|(k, v)| c[k] * v)
+                        .sum()
+                };
+                let xm = MatrixRef::new(&x, 5, 3).unwrap();
+                let ym = MatrixRef::new(&y, 2, 3).unwrap();
+                let s = dist.scores(xm, with_y.then_some(ym));
+                let mut g: Vec<f64> = (0..5 * cols).map(|k| c[k]).collect();
+                if !with_y {
+                    g[4] = 0.0;
+                    g[4 * cols] = 0.0;
+                }
+                let grads = s.backward(&mut g);
+                let h = 1e-6;
+                // perturb row 1 (not a duplicate) of x and row 0 of y
+                for k in 0..3 {
+                    let mut xp = x.clone();
+                    xp[3 + k] += h;
+                    let mut xm_ = x.clone();
+                    xm_[3 + k] -= h;
+                    let fd = (f(&xp, &y) - f(&xm_, &y)) / (2.0 * h);
+                    assert!((fd - grads.x[3 + k]).abs() < 1e-6, "{dist:?} y={with_y} x k={k}: {fd} vs {}", grads.x[3 + k]);
+                    if with_y {
+                        let mut yp = y.clone();
+                        yp[k] += h;
+                        let mut ym_ = y.clone();
+                        ym_[k] -= h;
+                        let fd = (f(&x, &yp) - f(&x, &ym_)) / (2.0 * h);
+                        let gy = grads.y.as_ref().unwrap()[k];
+                        assert!((fd - gy).abs() < 1e-6, "{dist:?} y k={k}: {fd} vs {gy}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_distance_has_zero_gradient() {
+        let x = vec![1.0f32, 2.0, 1.0, 2.0];
+        let m = MatrixRef::new(&x, 2, 2).unwrap();
+        let s = Distance::Lp { power: LpPower::One, normalize: false }.scores(m, None);
+        let mut g = vec![1.0f32; 4];
+        let grads = s.backward(&mut g);
+        assert!(grads.x.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn margins_follow_direction() {
+        let lp = Distance::PML_LP_DEFAULT;
+        assert_eq!(lp.margin(3.0, 1.0), 2.0);
+        assert_eq!(Distance::Cosine.margin(3.0, 1.0), -2.0);
+        assert_eq!(lp.margin_slope::<f64>(), 1.0);
+        assert_eq!(Distance::Cosine.margin_slope::<f64>(), -1.0);
+    }
+}

@@ -1,0 +1,119 @@
+//! Contrastive loss (Hadsell et al. 2006, in PML's un-squared form).
+
+use dml_core::Real;
+use serde::{Deserialize, Serialize};
+
+use super::pair_set::{generic_pair_quirk, pair_sets, selected_pairs};
+use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
+use crate::distance::Distance;
+use crate::error::Result;
+use crate::reducer::Reducer;
+
+/// Contrastive loss: pull positive pairs inside `pos_margin`, push negatives past `neg_margin`.
+///
+/// ```text
+/// pos_loss(a, p) = relu(margin(s_ap, pos_margin))      margin(x, y) = x - y  (distances)
+/// neg_loss(a, n) = relu(margin(neg_margin, s_an))                   = y - x  (similarities)
+/// L = reduce(pos_loss) + reduce(neg_loss)      each sub-loss reduced on its own
+/// ```
+///
+/// Nothing is squared, unlike Hadsell et al.; `Lp { power: Two }` squares the distance, not
+/// the hinge (PML note 9). With a similarity the margins flip meaning: typical values are
+/// `pos_margin = 1, neg_margin = 0` for cosine.
+///
+/// # Shapes
+/// embeddings `[n, d]`, labels `[n]`; pairs are all ordered positive / negative pairs or the
+/// mined ones (a triplet `(a, p, n)` gives the pairs `(a, p)` and `(a, n)`).
+///
+/// # Degenerate batches
+/// No positive (negative) pairs: that sub-loss is 0. Exactly one positive and one negative pair:
+/// 0 (PML's GenericPairLoss quirk, note 6).
+///
+/// PML defaults (`ContrastiveLoss()`): `pos_margin = 0`, `neg_margin = 1`, distance
+/// `Lp { power: One, normalize: true }`, reducer `AvgNonZero`.
+/// Reference: PML `losses/contrastive_loss.py`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ContrastiveLoss {
+    distance: Distance,
+    pos_margin: f64,
+    neg_margin: f64,
+}
+
+impl ContrastiveLoss {
+    /// A contrastive loss; margins must be finite.
+    pub fn new(distance: Distance, pos_margin: f64, neg_margin: f64) -> Result<Self> {
+        crate::error::finite("ContrastiveLoss", "pos_margin", pos_margin)?;
+        crate::error::finite("ContrastiveLoss", "neg_margin", neg_margin)?;
+        Ok(Self {
+            distance,
+            pos_margin,
+            neg_margin,
+        })
+    }
+
+    /// The distance the pairs are scored with.
+    pub fn distance(&self) -> Distance {
+        self.distance
+    }
+}
+
+impl LossKernel for ContrastiveLoss {
+    fn name(&self) -> &'static str {
+        "ContrastiveLoss"
+    }
+
+    fn pml_default_reducer(&self) -> Reducer {
+        Reducer::AvgNonZero
+    }
+
+    fn compute<T: Real>(&self, input: &KernelInput<'_, T>) -> Result<KernelOutput<T>> {
+        let x = input.embeddings;
+        let (n, d) = (x.rows(), x.cols());
+        let tuples = selected_pairs(&input.selection, self.name())?;
+        let (pos, neg) = pair_sets(input.labels, tuples.as_deref());
+        if generic_pair_quirk(&pos, &neg) {
+            return Ok(KernelOutput::zero(n, d, input.params));
+        }
+        let dist = self.distance;
+        let (pm, nm) = (T::of(self.pos_margin), T::of(self.neg_margin));
+        let slope = dist.margin_slope::<T>();
+        let pos_f = move |s: T| {
+            let v = dist.margin(s, pm);
+            if v > T::zero() { (v, slope) } else { (T::zero(), T::zero()) }
+        };
+        let neg_f = move |s: T| {
+            let v = dist.margin(nm, s);
+            if v > T::zero() { (v, -slope) } else { (T::zero(), T::zero()) }
+        };
+        let scores = dist.scores(x, None);
+        let mut grad_s = vec![T::zero(); n * n];
+        let rp = pos.reduce(&scores, input.reducer, pos_f, &mut grad_s);
+        let rn = neg.reduce(&scores, input.reducer, neg_f, &mut grad_s);
+        let mut terms = Vec::new();
+        if input.want_terms {
+            let (a, p) = pos.to_lists();
+            terms.push(LossTerm {
+                name: "pos_loss",
+                losses: pos.values(&scores, |s| pos_f(s).0),
+                indices: TermIndices::PerPosPair { anchor: a, positive: p },
+            });
+            let (a, ng) = neg.to_lists();
+            terms.push(LossTerm {
+                name: "neg_loss",
+                losses: neg.values(&scores, |s| neg_f(s).0),
+                indices: TermIndices::PerNegPair { anchor: a, negative: ng },
+            });
+        }
+        let grads = scores.backward(&mut grad_s);
+        Ok(KernelOutput {
+            loss: rp.value + rn.value,
+            grad: grads.x,
+            param_grad: None,
+            terms,
+            stats: LossStats {
+                active: rp.active + rn.active,
+                total: rp.total + rn.total,
+            },
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! Loss kernels: plain-Rust numeric code that computes a loss and its exact gradient in one
+//! pass over the score matrix.
+//!
+//! Every loss is a small config struct implementing [`LossKernel`]. A kernel receives a
+//! [`KernelInput`] (embeddings, labels, which tuples to use, learnable parameters, the reducer)
+//! and returns a [`KernelOutput`] (reduced value, `dL/d embeddings`, `dL/d parameters`,
+//! optional unreduced terms, statistics). [`LossKind`] gathers all kernels for dispatch, and
+//! [`crate::MetricLoss`] adds miners and regularisers around them. See
+//! `docs/losses-framework.md` for how to add one.
+
+mod contrastive;
+mod pair_set;
+mod terms;
+mod triplet_margin;
+mod triplet_window;
+
+pub use contrastive::ContrastiveLoss;
+pub use terms::{LossTerm, TermIndices};
+pub use triplet_margin::TripletMarginLoss;
+
+pub(crate) use pair_set::PairSet;
+
+use dml_core::Real;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::matrix::MatrixRef;
+use crate::miner::Miner;
+use crate::reducer::Reducer;
+use crate::tuples::Tuples;
+
+/// Which tuples a kernel uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'a> {
+    /// Every valid pair / triplet of the batch (PML note 4), never materialised.
+    All,
+    /// Tuples a caller gave or a miner produced.
+    Tuples(&'a Tuples),
+    /// A miner the kernel evaluates inline instead of materialising its output (only passed to
+    /// kernels whose [`LossKernel::fuses`] accepts it).
+    Fused(&'a Miner),
+}
+
+/// Everything a kernel reads.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelInput<'a, T> {
+    /// The batch, `n x d` (raw: normalisation belongs to the distance).
+    pub embeddings: MatrixRef<'a, T>,
+    /// One label per row.
+    pub labels: &'a [i64],
+    /// Which tuples to use.
+    pub selection: Selection<'a>,
+    /// Learnable parameters (proxies `C x d`, MarginLoss's beta `k x 1`), when the loss has any.
+    pub params: Option<MatrixRef<'a, T>>,
+    /// How per-element losses become one number.
+    pub reducer: Reducer,
+    /// Whether to report the unreduced per-element losses (may materialise tuples).
+    pub want_terms: bool,
+    /// Largest tuple list the kernel may materialise (see [`crate::Error::TupleBudgetExceeded`]).
+    pub tuple_budget: u64,
+}
+
+/// Counts a kernel reports about one evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossStats {
+    /// Elements (pairs, triplets, rows, classes) with a non-zero loss.
+    pub active: u64,
+    /// Elements the loss looked at.
+    pub total: u64,
+}
+
+/// What a kernel returns.
+#[derive(Debug, Clone)]
+pub struct KernelOutput<T> {
+    /// The reduced loss (sum over sub-losses of each one's reduction).
+    pub loss: T,
+    /// `dL / d embeddings`, row-major `n x d`.
+    pub grad: Vec<T>,
+    /// `dL / d params`, same shape as [`KernelInput::params`].
+    pub param_grad: Option<Vec<T>>,
+    /// Unreduced sub-losses, only when [`KernelInput::want_terms`] was set.
+    pub terms: Vec<LossTerm<T>>,
+    /// Counts for logging.
+    pub stats: LossStats,
+}
+
+impl<T: Real> KernelOutput<T> {
+    /// A zero loss with zero gradient (PML's `zero_losses`), for `n x d` embeddings.
+    pub fn zero(n: usize, d: usize, params: Option<MatrixRef<'_, T>>) -> Self {
+        Self {
+            loss: T::zero(),
+            grad: vec![T::zero(); n * d],
+            param_grad: params.map(|p| vec![T::zero(); p.data().len()]),
+            terms: Vec::new(),
+            stats: LossStats::default(),
+        }
+    }
+}
+
+/// A loss kernel: one loss's math, generic over `f32` / `f64`.
+pub trait LossKernel {
+    /// PML's class name (also the name `dml loss` case files use).
+    fn name(&self) -> &'static str;
+
+    /// The reducer PML uses when none is given (note 7); informational: dml's API takes the
+    /// reducer explicitly.
+    fn pml_default_reducer(&self) -> Reducer;
+
+    /// Computes the loss, its gradient and, if asked, its unreduced terms.
+    fn compute<T: Real>(&self, input: &KernelInput<'_, T>) -> Result<KernelOutput<T>>;
+
+    /// Whether this kernel can evaluate `miner` inline ([`Selection::Fused`]) instead of
+    /// receiving its materialised tuples.
+    fn fuses(&self, _miner: &Miner) -> bool {
+        false
+    }
+
+    /// Shape `(rows, cols)` of the learnable parameters for embeddings of width `dim`.
+    fn param_shape(&self, _dim: usize) -> Option<(usize, usize)> {
+        None
+    }
+
+    /// Whether the kernel's terms carry divisors (so [`Reducer::Divisor`] applies).
+    fn supplies_divisor(&self) -> bool {
+        false
+    }
+}
+
+/// Every loss dml implements, for dispatch without trait objects (kernels are generic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "loss", rename_all = "snake_case")]
+pub enum LossKind {
+    /// See [`ContrastiveLoss`].
+    Contrastive(ContrastiveLoss),
+    /// See [`TripletMarginLoss`].
+    TripletMargin(TripletMarginLoss),
+}
+
+/// Calls `$body` with `$k` bound to the kernel inside any [`LossKind`] variant.
+macro_rules! with_kernel {
+    ($kind:expr, $k:ident => $body:expr) => {
+        match $kind {
+            LossKind::Contrastive($k) => $body,
+            LossKind::TripletMargin($k) => $body,
+        }
+    };
+}
+
+impl LossKernel for LossKind {
+    fn name(&self) -> &'static str {
+        with_kernel!(self, k => k.name())
+    }
+
+    fn pml_default_reducer(&self) -> Reducer {
+        with_kernel!(self, k => k.pml_default_reducer())
+    }
+
+    fn compute<T: Real>(&self, input: &KernelInput<'_, T>) -> Result<KernelOutput<T>> {
+        with_kernel!(self, k => k.compute(input))
+    }
+
+    fn fuses(&self, miner: &Miner) -> bool {
+        with_kernel!(self, k => k.fuses(miner))
+    }
+
+    fn param_shape(&self, dim: usize) -> Option<(usize, usize)> {
+        with_kernel!(self, k => k.param_shape(dim))
+    }
+
+    fn supplies_divisor(&self) -> bool {
+        with_kernel!(self, k => k.supplies_divisor())
+    }
+}
+
+macro_rules! impl_from_kernel {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for LossKind {
+            fn from(k: $ty) -> Self {
+                LossKind::$variant(k)
+            }
+        })*
+    };
+}
+
+impl_from_kernel!(
+    Contrastive(ContrastiveLoss),
+    TripletMargin(TripletMarginLoss),
+);

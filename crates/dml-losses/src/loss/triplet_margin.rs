@@ -1,0 +1,276 @@
+//! Triplet margin loss (Weinberger & Saul 2009; Schroff et al. 2015), PML's form.
+
+use std::borrow::Cow;
+
+use dml_core::Real;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::triplet_window::fused_hinge;
+use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, Selection, TermIndices};
+use crate::distance::{Distance, Scores};
+use crate::error::{Error, Result};
+use crate::miner::{Miner, TripletMarginMiner};
+use crate::numeric::{softplus, softplus_grad};
+use crate::reducer::Reducer;
+use crate::tuples::{TripletIndices, Tuples};
+
+/// Triplet margin loss.
+///
+/// ```text
+/// v(a, p, n) = margin(s_ap, s_an) + margin     margin(x, y) = x - y (distances), y - x (similarities)
+/// l = relu(v)            or softplus(v) with smooth_loss
+/// swap: s_an := the closer of s_an and s_pn  (min distance / max similarity)
+/// L = reduce(l over the triplets)
+/// ```
+///
+/// Triplets are all valid `(a, p, n)` (never materialised), the given / mined ones, or those a
+/// fused [`TripletMarginMiner`] keeps (PML's "TripletMarginLoss + TripletMarginMiner(type)",
+/// computed without listing triplets). The hinge form without `swap` runs in O(n^2 log n) with
+/// per-anchor sorted negatives; `smooth_loss` or `swap` visit every selected triplet in
+/// O(n^2 * positives per anchor) time, still without materialising them.
+///
+/// # Shapes
+/// embeddings `[n, d]`, labels `[n]`.
+///
+/// # Degenerate batches
+/// No valid triplet (one class, or all labels distinct): 0 with zero gradient.
+///
+/// PML defaults (`TripletMarginLoss()`): `margin = 0.05` (not the miner's 0.2), `swap = false`,
+/// `smooth_loss = false`, distance `Lp { power: One, normalize: true }`, reducer `AvgNonZero`
+/// (note 10). `triplets_per_anchor` other than "all" (random sampling) is not supported: use a
+/// miner. Reference: PML `losses/triplet_margin_loss.py`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TripletMarginLoss {
+    distance: Distance,
+    margin: f64,
+    swap: bool,
+    smooth: bool,
+}
+
+impl TripletMarginLoss {
+    /// A hinge triplet loss with the given margin (finite).
+    pub fn new(distance: Distance, margin: f64) -> Result<Self> {
+        crate::error::finite("TripletMarginLoss", "margin", margin)?;
+        Ok(Self {
+            distance,
+            margin,
+            swap: false,
+            smooth: false,
+        })
+    }
+
+    /// Uses the positive-negative score when it violates the margin more (PML `swap`).
+    pub fn with_swap(mut self, swap: bool) -> Self {
+        self.swap = swap;
+        self
+    }
+
+    /// Replaces the hinge by softplus (PML `smooth_loss`).
+    pub fn with_smooth_loss(mut self, smooth: bool) -> Self {
+        self.smooth = smooth;
+        self
+    }
+
+    /// The distance triplets are scored with.
+    pub fn distance(&self) -> Distance {
+        self.distance
+    }
+
+    /// The loss of one triplet from its scores: `(loss, d loss / d s_ap, d loss / d s_an,
+    /// d loss / d s_pn)`.
+    #[inline]
+    fn triplet<T: Real>(&self, ap: T, an: T, pn: Option<T>) -> (T, T, T, T) {
+        let dist = self.distance;
+        let (neg, swapped) = match pn {
+            Some(pn) if dist.farness(pn) < dist.farness(an) => (pn, true),
+            _ => (an, false),
+        };
+        let v = dist.margin(ap, neg) + T::of(self.margin);
+        let (l, dl) = if self.smooth {
+            (softplus(v), softplus_grad(v))
+        } else if v > T::zero() {
+            (v, T::one())
+        } else {
+            (T::zero(), T::zero())
+        };
+        let slope = dist.margin_slope::<T>();
+        let (d_an, d_pn) = if swapped {
+            (T::zero(), -slope * dl)
+        } else {
+            (-slope * dl, T::zero())
+        };
+        (l, slope * dl, d_an, d_pn)
+    }
+
+    /// Listed triplets: each one evaluated, duplicates counted per copy.
+    fn listed<T: Real>(
+        &self,
+        scores: &Scores<T>,
+        t: &TripletIndices,
+        reducer: Reducer,
+        grad: &mut [T],
+    ) -> (T, LossStats, Vec<T>) {
+        let n = scores.cols();
+        let eval = |(a, p, ng): (usize, usize, usize)| {
+            let pn = self.swap.then(|| scores.get(p, ng));
+            self.triplet(scores.get(a, p), scores.get(a, ng), pn)
+        };
+        let losses: Vec<T> = t.iter().map(|k| eval(k).0).collect();
+        let red = reducer.reduce(&losses, None);
+        for (k, &l) in t.iter().zip(&losses) {
+            let w = reducer.weight(&red, l);
+            if w == T::zero() {
+                continue;
+            }
+            let (a, p, ng) = k;
+            let (_, gap, gan, gpn) = eval(k);
+            grad[a * n + p] += w * gap;
+            grad[a * n + ng] += w * gan;
+            grad[p * n + ng] += w * gpn;
+        }
+        let active = losses.iter().filter(|&&l| l != T::zero()).count() as u64;
+        let stats = LossStats {
+            active,
+            total: losses.len() as u64,
+        };
+        (red.value, stats, losses)
+    }
+
+    /// Every selected triplet visited in place (for `smooth_loss` / `swap`), never stored.
+    fn visited<T: Real>(
+        &self,
+        scores: &Scores<T>,
+        labels: &[i64],
+        window: Option<&TripletMarginMiner>,
+        reducer: Reducer,
+        grad: &mut [T],
+    ) -> (T, LossStats) {
+        let n = scores.rows();
+        let dist = self.distance;
+        // One anchor's triplets; `emit(row, col, unscaled gradient)` receives every kept one.
+        let anchor = |a: usize, emit: &mut dyn FnMut(usize, usize, T)| {
+            let mut acc = (0.0f64, 0u64, 0u64, 0u64);
+            for p in (0..n).filter(|&p| p != a && labels[p] == labels[a]) {
+                let ap = scores.get(a, p);
+                for ng in (0..n).filter(|&j| labels[j] != labels[a]) {
+                    let an = scores.get(a, ng);
+                    if window.is_some_and(|m| !m.selects(dist.farness(an) - dist.farness(ap))) {
+                        continue;
+                    }
+                    acc.3 += 1;
+                    let pn = self.swap.then(|| scores.get(p, ng));
+                    let (l, gap, gan, gpn) = self.triplet(ap, an, pn);
+                    if l != T::zero() {
+                        acc.2 += 1;
+                    }
+                    if !reducer.keeps(l) {
+                        continue;
+                    }
+                    acc.0 += l.f64();
+                    acc.1 += 1;
+                    emit(a, p, gap);
+                    if gan != T::zero() {
+                        emit(a, ng, gan);
+                    }
+                    if gpn != T::zero() {
+                        emit(p, ng, gpn);
+                    }
+                }
+            }
+            acc
+        };
+        let merge = |x: (f64, u64, u64, u64), y: (f64, u64, u64, u64)| {
+            (x.0 + y.0, x.1 + y.1, x.2 + y.2, x.3 + y.3)
+        };
+        grad.iter_mut().for_each(|v| *v = T::zero());
+        let (sum, kept, active, total) = if self.swap {
+            // Swapped gradients land in other anchors' rows: one thread writes them all.
+            (0..n).fold((0.0, 0, 0, 0), |acc, a| {
+                merge(acc, anchor(a, &mut |i, j, g| grad[i * n + j] += g))
+            })
+        } else {
+            grad.par_chunks_mut(n)
+                .enumerate()
+                .map(|(a, row)| anchor(a, &mut |_, j, g| row[j] += g))
+                .reduce(|| (0.0, 0, 0, 0), merge)
+        };
+        let scale = reducer.scale::<T>(kept, None);
+        grad.par_iter_mut().for_each(|v| *v = *v * scale);
+        (T::of(sum * scale.f64()), LossStats { active, total })
+    }
+}
+
+impl LossKernel for TripletMarginLoss {
+    fn name(&self) -> &'static str {
+        "TripletMarginLoss"
+    }
+
+    fn pml_default_reducer(&self) -> Reducer {
+        Reducer::AvgNonZero
+    }
+
+    fn fuses(&self, miner: &Miner) -> bool {
+        matches!(miner, Miner::TripletMargin(m) if m.distance() == self.distance)
+    }
+
+    fn compute<T: Real>(&self, input: &KernelInput<'_, T>) -> Result<KernelOutput<T>> {
+        let x = input.embeddings;
+        let (n, d) = (x.rows(), x.cols());
+        let labels = input.labels;
+        let scores = self.distance.scores(x, None);
+        let mut grad_s = vec![T::zero(); n * n];
+        let window = match input.selection {
+            Selection::Fused(Miner::TripletMargin(m)) if self.fuses(&Miner::TripletMargin(*m)) => {
+                Some(m)
+            }
+            Selection::Fused(m) => {
+                return Err(Error::Case(format!("TripletMarginLoss cannot fuse {}", m.name())));
+            }
+            _ => None,
+        };
+        let listed: Option<Cow<'_, TripletIndices>> = match input.selection {
+            Selection::Tuples(Tuples::Triplets(t)) => Some(Cow::Borrowed(t)),
+            Selection::Tuples(Tuples::Pairs(p)) => Some(Cow::Owned(p.to_triplets(input.tuple_budget)?)),
+            _ if input.want_terms => Some(Cow::Owned(match window {
+                Some(m) => m.with_max_triplets(input.tuple_budget).mine(&scores, labels)?,
+                None => TripletIndices::all(labels, input.tuple_budget)?,
+            })),
+            _ => None,
+        };
+        let (loss, stats, terms) = match listed {
+            Some(t) => {
+                let (loss, stats, losses) = self.listed(&scores, &t, input.reducer, &mut grad_s);
+                let terms = if input.want_terms {
+                    vec![LossTerm {
+                        name: "loss",
+                        losses,
+                        indices: TermIndices::PerTriplet(t.into_owned()),
+                    }]
+                } else {
+                    Vec::new()
+                };
+                (loss, stats, terms)
+            }
+            None if !self.swap && !self.smooth => {
+                let r = fused_hinge(&scores, labels, T::of(self.margin), window, input.reducer, &mut grad_s);
+                (r.value, r.stats, Vec::new())
+            }
+            None => {
+                let (loss, stats) = self.visited(&scores, labels, window, input.reducer, &mut grad_s);
+                (loss, stats, Vec::new())
+            }
+        };
+        if stats.total == 0 {
+            return Ok(KernelOutput::zero(n, d, input.params));
+        }
+        let grads = scores.backward(&mut grad_s);
+        Ok(KernelOutput {
+            loss,
+            grad: grads.x,
+            param_grad: None,
+            terms,
+            stats,
+        })
+    }
+}

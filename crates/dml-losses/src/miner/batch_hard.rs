@@ -1,0 +1,67 @@
+//! Batch-hard mining (Hermans et al. 2017).
+
+use dml_core::Real;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::distance::{Distance, Scores};
+use crate::tuples::TripletIndices;
+
+/// For every anchor, its hardest positive and hardest negative.
+///
+/// ```text
+/// p*(a) = argmax_{p: y_p = y_a, p != a} farness(a, p)     farness = distance, or -similarity
+/// n*(a) = argmin_{n: y_n != y_a}        farness(a, n)
+/// ```
+///
+/// Anchors lacking a positive or a negative are skipped; ties go to the lower index; output is
+/// in anchor order (PML note 12). O(n^2) time, O(n) output.
+///
+/// PML default distance: `Lp { power: One, normalize: true }`.
+/// Reference: PML `miners/batch_hard_miner.py`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BatchHardMiner {
+    distance: Distance,
+}
+
+impl BatchHardMiner {
+    /// A batch-hard miner scoring with `distance`.
+    pub fn new(distance: Distance) -> Self {
+        Self { distance }
+    }
+
+    /// The distance pairs are scored with.
+    pub fn distance(&self) -> Distance {
+        self.distance
+    }
+
+    /// Mines one triplet per anchor that has a positive and a negative.
+    pub fn mine<T: Real>(&self, scores: &Scores<T>, labels: &[i64]) -> TripletIndices {
+        let dist = scores.distance();
+        let picks: Vec<Option<(usize, usize)>> = (0..scores.rows())
+            .into_par_iter()
+            .map(|a| {
+                let mut pos: Option<(T, usize)> = None;
+                let mut neg: Option<(T, usize)> = None;
+                for (j, &s) in scores.row(a).iter().enumerate() {
+                    let u = dist.farness(s);
+                    if labels[j] == labels[a] {
+                        if j != a && pos.is_none_or(|(b, _)| u > b) {
+                            pos = Some((u, j));
+                        }
+                    } else if neg.is_none_or(|(b, _)| u < b) {
+                        neg = Some((u, j));
+                    }
+                }
+                Some((pos?.1, neg?.1))
+            })
+            .collect();
+        let mut out = TripletIndices::default();
+        for (a, pick) in picks.into_iter().enumerate() {
+            if let Some((p, n)) = pick {
+                out.push(a, p, n);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,146 @@
+//! `--set key.path=value` overrides, applied to the parsed TOML table before it is turned
+//! into a [`RunConfig`](super::RunConfig).
+
+use crate::error::ConfigError;
+
+/// One override: a dotted key path and the value to put there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    key: Vec<String>,
+    value: toml::Value,
+    text: String,
+}
+
+impl Override {
+    /// Parses `key.path=value`. The value is read as a TOML value (`5`, `1e-3`, `true`,
+    /// `[1, 2]`, `"text"`, `{ margin = 0.2 }`); anything that is not one (`resnet18`,
+    /// `/data/cub`) is taken as a plain string, so paths and names need no quotes.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let malformed = || ConfigError::MalformedOverride {
+            text: text.to_owned(),
+        };
+        let (key, raw) = text.split_once('=').ok_or_else(malformed)?;
+        let key: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
+        let valid_segment = |s: &String| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !key.iter().all(valid_segment) {
+            return Err(malformed());
+        }
+        Ok(Override {
+            key,
+            value: parse_value(raw.trim()),
+            text: text.to_owned(),
+        })
+    }
+
+    /// An override from a key path and a value (what the CLI's dedicated flags produce).
+    pub fn new(key: &str, value: impl Into<toml::Value>) -> Self {
+        let value = value.into();
+        Override {
+            key: key.split('.').map(str::to_owned).collect(),
+            text: format!("{key}={value}"),
+            value,
+        }
+    }
+
+    /// The override as the user would write it (`train.epochs=5`), for error messages.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Puts the value at the key path, creating missing tables on the way.
+    pub fn apply(&self, root: &mut toml::Table) -> Result<(), ConfigError> {
+        let (leaf, parents) = self.key.split_last().expect("a key has one segment at least");
+        let mut table = root;
+        for (depth, segment) in parents.iter().enumerate() {
+            let entry = table
+                .entry(segment.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::OverrideThroughValue {
+                    key: self.key.join("."),
+                    prefix: self.key[..=depth].join("."),
+                })?;
+        }
+        table.insert(leaf.clone(), self.value.clone());
+        Ok(())
+    }
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let document = format!("value = {raw}");
+    match toml::from_str::<toml::Table>(&document) {
+        Ok(mut table) if table.len() == 1 => table
+            .remove("value")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn values_are_typed_when_they_are_toml() {
+        let cases = [
+            ("a=5", toml::Value::Integer(5)),
+            ("a=1e-3", toml::Value::Float(1e-3)),
+            ("a=true", toml::Value::Boolean(true)),
+            ("a=resnet18", toml::Value::String("resnet18".into())),
+            ("a=/data/cub", toml::Value::String("/data/cub".into())),
+            ("a=\"5\"", toml::Value::String("5".into())),
+            ("a=1\nb=2", toml::Value::String("1\nb=2".into())),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Override::parse(text).unwrap().value, want, "{text}");
+        }
+        let list = Override::parse("eval.k=[1, 2]").unwrap();
+        assert_eq!(list.value, toml::Value::try_from(vec![1, 2]).unwrap());
+    }
+
+    #[test]
+    fn apply_creates_missing_tables_and_replaces_leaves() {
+        let mut root = table("[train]\nepochs = 3\n");
+        Override::parse("train.epochs=7").unwrap().apply(&mut root).unwrap();
+        Override::parse("loss.params.margin=0.5")
+            .unwrap()
+            .apply(&mut root)
+            .unwrap();
+        assert_eq!(root, table("[train]\nepochs = 7\n[loss.params]\nmargin = 0.5\n"));
+    }
+
+    #[test]
+    fn path_through_a_value_is_an_error_naming_it() {
+        let mut root = table("[train]\nepochs = 3\n");
+        let err = Override::parse("train.epochs.x=1")
+            .unwrap()
+            .apply(&mut root)
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::OverrideThroughValue { prefix, .. } if prefix == "train.epochs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_overrides_are_rejected() {
+        for text in ["epochs", "=5", "train..epochs=1", "a b=1"] {
+            assert!(
+                matches!(
+                    Override::parse(text),
+                    Err(ConfigError::MalformedOverride { .. })
+                ),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The `[train]`, `[eval]`, `[early_stopping]` and `[checkpoint]` sections: how long to
+//! train, when to evaluate, when to stop early and when to write checkpoints.
+
+use serde::{Deserialize, Serialize};
+
+use super::check;
+use crate::error::ConfigError;
+
+/// How long to train and how often to log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Passes over the training data. Default: 10.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps even if epochs remain. Default: none.
+    pub max_steps: Option<u64>,
+    /// Write one `step` line to `metrics.jsonl` every this many steps. Default: 10.
+    pub log_every_steps: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            max_steps: None,
+            log_every_steps: 10,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        check(self.epochs > 0, "train.epochs", "must be at least 1")?;
+        check(
+            self.max_steps != Some(0),
+            "train.max_steps",
+            "must be at least 1 (leave it out for no limit)",
+        )?;
+        check(
+            self.log_every_steps > 0,
+            "train.log_every_steps",
+            "must be at least 1",
+        )
+    }
+}
+
+/// The metrics an evaluation computes on the held-out split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricKind {
+    /// Recall@K for every K of `eval.k` (keys `recall@1`, `recall@2`, ...).
+    #[serde(rename = "recall@k")]
+    RecallAtK,
+    /// MAP@R (key `map@r`).
+    #[serde(rename = "map@r")]
+    MapAtR,
+    /// NMI of a k-means clustering with as many clusters as classes (key `nmi`).
+    Nmi,
+}
+
+/// Evaluation on the held-out split during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate after every this many epochs (and always after the last one); 0 = only after
+    /// the last. Default: 1.
+    pub every_epochs: usize,
+    /// The K of Recall@K. Default: [1, 2, 4, 8] (the survey's table).
+    pub k: Vec<usize>,
+    /// The metrics to compute. Default: Recall@K, MAP@R and NMI.
+    pub metrics: Vec<MetricKind>,
+    /// The metric that picks the best checkpoint and drives early stopping; higher is better.
+    /// Default: `recall@1`.
+    pub monitor: String,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            every_epochs: 1,
+            k: vec![1, 2, 4, 8],
+            metrics: vec![MetricKind::RecallAtK, MetricKind::MapAtR, MetricKind::Nmi],
+            monitor: "recall@1".to_owned(),
+        }
+    }
+}
+
+impl EvalConfig {
+    /// The keys of the metrics this configuration produces, in report order.
+    pub fn metric_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for metric in &self.metrics {
+            match metric {
+                MetricKind::RecallAtK => keys.extend(self.k.iter().map(|k| format!("recall@{k}"))),
+                MetricKind::MapAtR => keys.push("map@r".to_owned()),
+                MetricKind::Nmi => keys.push("nmi".to_owned()),
+            }
+        }
+        keys
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.k.iter().all(|&k| k > 0),
+            "eval.k",
+            "every K must be at least 1",
+        )?;
+        check(
+            !self.metrics.contains(&MetricKind::RecallAtK) || !self.k.is_empty(),
+            "eval.k",
+            "recall@k needs at least one K",
+        )?;
+        check(
+            !self.metrics.is_empty(),
+            "eval.metrics",
+            "needs at least one of \"recall@k\", \"map@r\", \"nmi\"",
+        )?;
+        let keys = self.metric_keys();
+        check(
+            keys.contains(&self.monitor),
+            "eval.monitor",
+            format!(
+                "{:?} is not computed; choose one of {}",
+                self.monitor,
+                keys.join(", ")
+            ),
+        )
+    }
+}
+
+/// Stop when `eval.monitor` has not improved for `patience` evaluations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStoppingConfig {
+    /// Evaluations without improvement before stopping. Default: 3.
+    pub patience: usize,
+    /// The smallest increase that counts as an improvement. Default: 0.
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStoppingConfig {
+    fn default() -> Self {
+        EarlyStoppingConfig {
+            patience: 3,
+            min_delta: 0.0,
+        }
+    }
+}
+
+impl EarlyStoppingConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.patience > 0,
+            "early_stopping.patience",
+            "must be at least 1",
+        )?;
+        check(
+            self.min_delta.is_finite() && self.min_delta >= 0.0,
+            "early_stopping.min_delta",
+            format!("must be a non-negative number, got {}", self.min_delta),
+        )
+    }
+}
+
+/// When checkpoints are written. `checkpoints/last.ckpt` is always written at the end of every
+/// epoch; `checkpoints/best.ckpt` whenever `eval.monitor` improves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Also write `last.ckpt` every this many steps inside an epoch, so that a killed run loses
+    /// at most that many steps. Default: none (epoch ends only).
+    pub every_steps: Option<u64>,
+    /// Write `best.ckpt`. Default: true.
+    pub best: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every_steps: None,
+            best: true,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.every_steps != Some(0),
+            "checkpoint.every_steps",
+            "must be at least 1 (leave it out for epoch ends only)",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_keys_follow_k_and_metrics() {
+        let eval = EvalConfig {
+            k: vec![1, 4],
+            metrics: vec![MetricKind::Nmi, MetricKind::RecallAtK],
+            ..EvalConfig::default()
+        };
+        assert_eq!(eval.metric_keys(), ["nmi", "recall@1", "recall@4"]);
+    }
+
+    #[test]
+    fn monitor_must_be_computed() {
+        let eval = EvalConfig {
+            monitor: "recall@16".to_owned(),
+            ..EvalConfig::default()
+        };
+        let err = eval.validate().unwrap_err().to_string();
+        assert!(err.starts_with("eval.monitor"), "{err}");
+        assert!(err.contains("recall@8"), "{err}");
+    }
+
+    #[test]
+    fn metric_names_parse_as_report_keys() {
+        let eval: EvalConfig = toml::from_str("metrics = ['map@r', 'recall@k']").unwrap();
+        assert_eq!(eval.metrics, [MetricKind::MapAtR, MetricKind::RecallAtK]);
+        assert!(toml::from_str::<EvalConfig>("metrics = ['mapr']").is_err());
+    }
+}

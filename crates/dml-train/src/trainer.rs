@@ -1,0 +1,549 @@
+//! The training loop: deterministic, checkpointed, resumable exactly.
+//!
+//! Everything a step depends on is a function of the run seed and the run's position
+//! (epoch, batch, step): the data source gives epoch `e`'s batches from any index, the backend
+//! and the loss are seeded from the step number, and the optimizer's moments and the
+//! schedule's counters are saved in every checkpoint. So a run killed at any moment and
+//! resumed from its last checkpoint redoes exactly the steps an uninterrupted run did, and ends
+//! with bit-identical weights and metrics.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde_json::json;
+
+use crate::atomic;
+use crate::checkpoint::{Checkpoint, EncodedCheckpoint};
+use crate::config::RunConfig;
+use crate::embed::embed_source;
+use crate::error::{BoxError, Error};
+use crate::metrics_log::MetricsLog;
+use crate::observer::{CheckpointKind, Control, Event, Observer, StepReport};
+use crate::optimizer::build_optimizer;
+use crate::schedule::build_schedule;
+use crate::seed::{SeedStream, derive_seed};
+use crate::state::{BestMetric, Evaluation, RunStatus, TrainerState};
+use crate::task::{
+    Batch, BatchSource, EmbeddingModel, EmbeddingTask, Evaluator, MetricLoss, Metrics,
+};
+
+/// The files of a run folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPaths {
+    /// The run folder itself.
+    pub dir: PathBuf,
+    /// `config.json`: the resolved configuration.
+    pub config: PathBuf,
+    /// `metrics.jsonl`: steps, evaluations and the end of the run, one JSON object a line.
+    pub metrics: PathBuf,
+    /// `checkpoints/last.ckpt`: where `resume` continues from.
+    pub last_checkpoint: PathBuf,
+    /// `checkpoints/best.ckpt`: the best `eval.monitor` so far.
+    pub best_checkpoint: PathBuf,
+}
+
+impl RunPaths {
+    /// The layout of the run folder `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let checkpoints = dir.join("checkpoints");
+        RunPaths {
+            dir: dir.to_owned(),
+            config: dir.join("config.json"),
+            metrics: dir.join("metrics.jsonl"),
+            last_checkpoint: checkpoints.join("last.ckpt"),
+            best_checkpoint: checkpoints.join("best.ckpt"),
+        }
+    }
+}
+
+/// The held-out split and what to measure on it.
+#[derive(Clone, Copy)]
+pub struct EvalSet<'a> {
+    /// Batches of the held-out split (read as epoch 0, in order, without augmentation).
+    pub data: &'a dyn BatchSource,
+    /// The metrics.
+    pub evaluator: &'a dyn Evaluator,
+}
+
+/// How [`Trainer::fit`] ended.
+#[derive(Debug)]
+pub struct TrainOutcome<M: Module, L: Module> {
+    /// The trained model and loss.
+    pub task: EmbeddingTask<M, L>,
+    /// The final state (position, evaluations, best metric, status).
+    pub state: TrainerState,
+    /// True if an observer stopped the run (it can be resumed from its last checkpoint).
+    pub interrupted: bool,
+}
+
+/// Trains an [`EmbeddingTask`] as a [`RunConfig`] says, in the run folder `config.out`.
+pub struct Trainer<'a> {
+    config: &'a RunConfig,
+    device: Device,
+    train: &'a dyn BatchSource,
+    eval: Option<EvalSet<'a>>,
+    paths: RunPaths,
+}
+
+/// The bookkeeping of a run in progress (the task itself is passed by value, because burn's
+/// optimizer takes the module by value and updates it in place when nothing else holds it).
+struct Run {
+    optimizer: ModuleOptimizer,
+    schedule: ModuleLrScheduler,
+    state: TrainerState,
+    log: MetricsLog,
+    total_steps: u64,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+fn outcome<M: Module, L: Module>(
+    task: EmbeddingTask<M, L>,
+    run: Run,
+    interrupted: bool,
+) -> TrainOutcome<M, L> {
+    TrainOutcome {
+        task,
+        state: run.state,
+        interrupted,
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer for `config`, training on `device` (an autodiff device) with batches from
+    /// `train`.
+    pub fn new(config: &'a RunConfig, device: Device, train: &'a dyn BatchSource) -> Self {
+        Trainer {
+            config,
+            device,
+            train,
+            eval: None,
+            paths: RunPaths::new(&config.out),
+        }
+    }
+
+    /// Evaluates on `eval` every `eval.every_epochs` epochs and at the end.
+    pub fn with_eval(mut self, eval: EvalSet<'a>) -> Self {
+        self.eval = Some(eval);
+        self
+    }
+
+    /// The run folder's files.
+    pub fn paths(&self) -> &RunPaths {
+        &self.paths
+    }
+
+    /// The number of optimizer steps the run takes: every batch of every epoch, capped by
+    /// `train.max_steps`.
+    pub fn total_steps(&self) -> Result<u64, Error> {
+        let mut total = 0u64;
+        for epoch in 0..self.config.train.epochs {
+            let batches = self.train.batches_in_epoch(epoch);
+            if batches == 0 {
+                return Err(Error::EmptyEpoch { epoch });
+            }
+            total += batches as u64;
+        }
+        Ok(self.config.train.max_steps.map_or(total, |max| max.min(total)))
+    }
+
+    /// Trains `task` (freshly initialised from the configuration) to the end of the run.
+    ///
+    /// With `resume`, the model, loss, optimizer, schedule and trainer state are restored from
+    /// the run folder's `last.ckpt` first, and training continues exactly where that checkpoint
+    /// was taken; `metrics.jsonl` is cut back to what it held then. A finished run resumes to
+    /// its final state at once.
+    pub fn fit<M: EmbeddingModel, L: MetricLoss>(
+        &self,
+        task: EmbeddingTask<M, L>,
+        resume: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<TrainOutcome<M, L>, Error> {
+        let checkpoints = &self.paths.dir.join("checkpoints");
+        std::fs::create_dir_all(checkpoints).map_err(|e| Error::io(checkpoints, e))?;
+        let total_steps = self.total_steps()?;
+        let (mut task, mut run) = if resume {
+            self.restore(task, total_steps)?
+        } else {
+            (task, self.start(total_steps)?)
+        };
+        if run.state.status != RunStatus::Running {
+            return Ok(outcome(task, run, false));
+        }
+        let started = Event::Started {
+            start_step: run.state.step,
+            total_steps,
+        };
+        if let Control::Stop = observer.on_event(&started) {
+            return Ok(outcome(task, run, true));
+        }
+        while run.state.status == RunStatus::Running {
+            let (trained, flow) = self.train_epoch(task, &mut run, observer)?;
+            task = trained;
+            if let Flow::Stop = flow {
+                return Ok(outcome(task, run, true));
+            }
+        }
+        Ok(outcome(task, run, false))
+    }
+
+    fn start(&self, total_steps: u64) -> Result<Run, Error> {
+        atomic::write_file(&self.paths.config, self.config.to_json().as_bytes())?;
+        Ok(Run {
+            optimizer: build_optimizer(&self.config.optimizer),
+            schedule: self.schedule(total_steps)?,
+            state: TrainerState::new(),
+            log: MetricsLog::create(&self.paths.metrics)?,
+            total_steps,
+        })
+    }
+
+    fn restore<M: Module, L: Module>(
+        &self,
+        task: EmbeddingTask<M, L>,
+        total_steps: u64,
+    ) -> Result<(EmbeddingTask<M, L>, Run), Error> {
+        let path = &self.paths.last_checkpoint;
+        if !path.exists() {
+            return Err(Error::NoCheckpoint { path: path.clone() });
+        }
+        let checkpoint = Checkpoint::read(path)?;
+        if let Some(field) = checkpoint.config.first_difference(self.config) {
+            return Err(Error::ResumeMismatch {
+                path: path.clone(),
+                field,
+            });
+        }
+        let task = EmbeddingTask {
+            model: checkpoint.load_model(task.model)?,
+            loss: checkpoint.load_loss(task.loss)?,
+        };
+        let run = Run {
+            optimizer: checkpoint.load_optimizer(build_optimizer(&self.config.optimizer))?,
+            schedule: self
+                .schedule(total_steps)?
+                .load_record(checkpoint.schedule_record()?),
+            log: MetricsLog::resume(&self.paths.metrics, checkpoint.state.log_bytes)?,
+            state: checkpoint.state,
+            total_steps,
+        };
+        Ok((task, run))
+    }
+
+    fn schedule(&self, total_steps: u64) -> Result<ModuleLrScheduler, Error> {
+        Ok(build_schedule(
+            &self.config.schedule,
+            self.config.optimizer.lr(),
+            total_steps,
+        )?)
+    }
+
+    /// Trains the rest of the current epoch, then evaluates and checkpoints as configured.
+    fn train_epoch<M: EmbeddingModel, L: MetricLoss>(
+        &self,
+        mut task: EmbeddingTask<M, L>,
+        run: &mut Run,
+        observer: &mut dyn Observer,
+    ) -> Result<(EmbeddingTask<M, L>, Flow), Error> {
+        let epoch = run.state.epoch;
+        let batches = self.train.batches_in_epoch(epoch);
+        if batches == 0 {
+            return Err(Error::EmptyEpoch { epoch });
+        }
+        let start = run.state.batch;
+        let data_error = |batch: usize| move |source: BoxError| Error::Data { epoch, batch, source };
+        let source = self.train.batches(epoch, start).map_err(data_error(start))?;
+        let mut clock = Instant::now();
+        for item in source.take(batches.saturating_sub(start)) {
+            if run.state.step >= run.total_steps {
+                break;
+            }
+            let batch = item.map_err(data_error(run.state.batch))?;
+            if let Some(reason) = batch.inconsistency() {
+                return Err(Error::MalformedBatch {
+                    epoch,
+                    batch: run.state.batch,
+                    reason,
+                });
+            }
+            let data_wait = clock.elapsed().as_secs_f64();
+            let (trained, report) = self.step(task, run, batch, batches, data_wait)?;
+            task = trained;
+            clock = Instant::now();
+            if report.step % self.config.train.log_every_steps == 0 {
+                run.log.append(&json!({
+                    "event": "step",
+                    "epoch": report.epoch,
+                    "batch": report.batch,
+                    "step": report.step,
+                    "loss": report.loss,
+                    "lr": report.lr,
+                    "images_per_sec": report.images_per_sec,
+                }))?;
+            }
+            if let Control::Stop = observer.on_event(&Event::Step(&report)) {
+                return Ok((task, Flow::Stop));
+            }
+            let mid_epoch = run.state.batch < batches && run.state.step < run.total_steps;
+            if let Some(every) = self.config.checkpoint.every_steps
+                && mid_epoch
+                && run.state.step % every == 0
+                && let Flow::Stop = self.save(&task, run, false, observer)?
+            {
+                return Ok((task, Flow::Stop));
+            }
+        }
+        self.end_epoch(task, run, batches, observer)
+    }
+
+    /// One optimizer step on one batch.
+    fn step<M: EmbeddingModel, L: MetricLoss>(
+        &self,
+        task: EmbeddingTask<M, L>,
+        run: &mut Run,
+        batch: Batch,
+        batches: usize,
+        data_wait: f64,
+    ) -> Result<(EmbeddingTask<M, L>, StepReport), Error> {
+        let timer = Instant::now();
+        let (epoch, batch_index, step) = (run.state.epoch, run.state.batch, run.state.step);
+        let seed = self.config.seed;
+        // Layers that draw random numbers (dropout) get the same ones on a resumed run.
+        self.device.seed(derive_seed(seed, SeedStream::Step, step));
+        let batch_size = batch.labels.len();
+        let images = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
+        let embeddings = task.model.embed(images);
+        let loss = task
+            .loss
+            .loss(embeddings, &batch.labels, derive_seed(seed, SeedStream::Loss, step))
+            .map_err(|source| Error::Loss {
+                epoch,
+                batch: batch_index,
+                source,
+            })?;
+        let value = read_scalar(loss.clone())?;
+        if !value.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                epoch,
+                batch: batch_index,
+                step: step + 1,
+                value,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &task);
+        let lr = run.schedule.step();
+        let lr_value = lr.base();
+        let task = run.optimizer.step(lr, task, grads);
+        let state = &mut run.state;
+        state.batch += 1;
+        state.step += 1;
+        state.epoch_loss_sum += value;
+        let seconds = data_wait + timer.elapsed().as_secs_f64();
+        let report = StepReport {
+            epoch,
+            batch: batch_index,
+            batches_in_epoch: batches,
+            step: state.step,
+            total_steps: run.total_steps,
+            loss: value,
+            lr: lr_value,
+            batch_size,
+            images_per_sec: batch_size as f64 / seconds.max(1e-9),
+        };
+        Ok((task, report))
+    }
+
+    /// Closes an epoch (or the run, when `train.max_steps` ends it mid-epoch): logs it,
+    /// evaluates if due, decides early stopping and writes the checkpoints.
+    fn end_epoch<M: EmbeddingModel, L: MetricLoss>(
+        &self,
+        task: EmbeddingTask<M, L>,
+        run: &mut Run,
+        batches: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<(EmbeddingTask<M, L>, Flow), Error> {
+        let state = &mut run.state;
+        let epoch = state.epoch;
+        let complete = state.batch >= batches;
+        if !complete && state.step < run.total_steps {
+            return Err(Error::ShortEpoch {
+                epoch,
+                got: state.batch,
+                expected: batches,
+            });
+        }
+        if complete {
+            let mean_loss = state.epoch_loss_sum / state.batch as f64;
+            run.log.append(&json!({
+                "event": "epoch",
+                "epoch": epoch,
+                "step": state.step,
+                "mean_loss": mean_loss,
+            }))?;
+            state.epoch += 1;
+            state.batch = 0;
+            state.epoch_loss_sum = 0.0;
+            if let Control::Stop = observer.on_event(&Event::EpochEnd { epoch, mean_loss }) {
+                return Ok((task, Flow::Stop));
+            }
+        }
+        let finished = state.step >= run.total_steps || state.epoch >= self.config.train.epochs;
+        let every = self.config.eval.every_epochs;
+        let due = finished || (complete && every > 0 && state.epoch.is_multiple_of(every));
+        let mut improved = false;
+        if let Some(eval) = self.eval.filter(|_| due) {
+            let metrics = self.evaluate(&task.model, eval, state.epoch)?;
+            let evaluation = Evaluation {
+                epochs: state.epoch,
+                step: state.step,
+                metrics,
+            };
+            improved = self.update_best(state, &evaluation);
+            run.log.append(&json!({
+                "event": "eval",
+                "epochs": evaluation.epochs,
+                "step": evaluation.step,
+                "metrics": evaluation.metrics,
+                "improved": improved,
+            }))?;
+            let event = Event::Evaluated {
+                evaluation: &evaluation,
+                improved,
+            };
+            if let Control::Stop = observer.on_event(&event) {
+                return Ok((task, Flow::Stop));
+            }
+            state.evaluations.push(evaluation);
+            if let Some(early) = &self.config.early_stopping
+                && state.evals_since_best >= early.patience
+            {
+                state.status = RunStatus::EarlyStopped;
+            }
+        }
+        if finished && state.status == RunStatus::Running {
+            state.status = RunStatus::Finished;
+        }
+        if state.status != RunStatus::Running {
+            run.log.append(&json!({
+                "event": "end",
+                "status": state.status,
+                "epochs": state.epoch,
+                "step": state.step,
+                "best": state.best,
+            }))?;
+        }
+        if let Flow::Stop = self.save(&task, run, improved, observer)? {
+            return Ok((task, Flow::Stop));
+        }
+        if let (RunStatus::EarlyStopped, Some(best)) = (run.state.status, &run.state.best)
+            && let Control::Stop = observer.on_event(&Event::EarlyStopped { best })
+        {
+            return Ok((task, Flow::Stop));
+        }
+        Ok((task, Flow::Continue))
+    }
+
+    /// Embeds the held-out split and computes its metrics.
+    fn evaluate<M: EmbeddingModel>(
+        &self,
+        model: &M,
+        eval: EvalSet<'_>,
+        epochs: usize,
+    ) -> Result<Metrics, Error> {
+        let eval_error = |source: BoxError| Error::Eval { epochs, source };
+        let device = self.device.clone().inner();
+        let embeddings = embed_source(model, eval.data, &device).map_err(eval_error)?;
+        let metrics = eval.evaluator.evaluate(&embeddings).map_err(eval_error)?;
+        if let Some((key, value)) = metrics.iter().find(|(_, value)| !value.is_finite()) {
+            return Err(eval_error(format!("metric {key} is {value}").into()));
+        }
+        let monitor = &self.config.eval.monitor;
+        if !metrics.contains_key(monitor) {
+            return Err(Error::MissingMetric {
+                metric: monitor.clone(),
+                available: metrics.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        Ok(metrics)
+    }
+
+    /// Records `evaluation` against the best so far; true if the monitored metric improved by
+    /// more than `early_stopping.min_delta` (0 without early stopping).
+    fn update_best(&self, state: &mut TrainerState, evaluation: &Evaluation) -> bool {
+        let monitor = &self.config.eval.monitor;
+        let value = evaluation.metrics[monitor];
+        let min_delta = self
+            .config
+            .early_stopping
+            .as_ref()
+            .map_or(0.0, |early| early.min_delta);
+        let improved = state
+            .best
+            .as_ref()
+            .is_none_or(|best| value > best.value + min_delta);
+        if improved {
+            state.best = Some(BestMetric {
+                metric: monitor.clone(),
+                value,
+                epochs: evaluation.epochs,
+                step: evaluation.step,
+            });
+            state.evals_since_best = 0;
+        } else {
+            state.evals_since_best += 1;
+        }
+        improved
+    }
+
+    /// Writes `best.ckpt` (if `best`) and then `last.ckpt`, each atomically. Best first: a run
+    /// killed between the two resumes from the older `last.ckpt` and rewrites both.
+    fn save<M: Module, L: Module>(
+        &self,
+        task: &EmbeddingTask<M, L>,
+        run: &mut Run,
+        best: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<Flow, Error> {
+        run.state.log_bytes = run.log.flush()?;
+        let encoded = EncodedCheckpoint::encode(
+            self.config,
+            &run.state,
+            task.model.clone(),
+            task.loss.clone(),
+            &run.optimizer,
+            run.schedule.to_record(),
+        )?;
+        let mut targets = vec![(CheckpointKind::Last, &self.paths.last_checkpoint)];
+        if best && self.config.checkpoint.best {
+            targets.insert(0, (CheckpointKind::Best, &self.paths.best_checkpoint));
+        }
+        for (kind, path) in targets {
+            encoded.write(path)?;
+            if let Control::Stop = observer.on_event(&Event::CheckpointWritten { kind, path }) {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+fn read_scalar(loss: Tensor<1>) -> Result<f64, Error> {
+    let values = loss.try_into_vec_as::<f32>().map_err(|e| Error::TensorRead {
+        what: "the loss",
+        reason: format!("{e:?}"),
+    })?;
+    match values.as_slice() {
+        [value] => Ok(f64::from(*value)),
+        other => Err(Error::TensorRead {
+            what: "the loss",
+            reason: format!("expected one value, got {}", other.len()),
+        }),
+    }
+}
