@@ -29,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cases;
 pub mod distance;
 mod error;
 pub mod loss;

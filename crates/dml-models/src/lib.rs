@@ -37,6 +37,9 @@ mod init;
 mod net;
 mod weights;
 
+#[cfg(test)]
+mod test_support;
+
 pub use backbone::{
     BackboneNet, BasicBlock, Bottleneck, ConvBlock, Downsample, ResNet, ResidualBlock,
     SmallConvNet,

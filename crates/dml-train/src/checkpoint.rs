@@ -159,9 +159,10 @@ impl EncodedCheckpoint {
             .map_err(record_error("optimizer"))?;
         let schedule = schedule.into_bytes().map_err(record_error("schedule"))?;
         let state_json = serde_json::to_vec_pretty(state).expect("a TrainerState always serialises");
+        let config_json = config.to_json();
         let entries: [(&str, &[u8]); 7] = [
             ("FORMAT", FORMAT.as_bytes()),
-            ("config.json", config.to_json().as_bytes()),
+            ("config.json", config_json.as_bytes()),
             ("trainer.json", &state_json),
             ("model.bpk", &model),
             ("loss.bpk", &loss),

@@ -1,7 +1,6 @@
 //! Embedding a whole split with a trained model (for evaluation during training and for
 //! `dml embed`).
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::BoxError;

@@ -14,3 +14,5 @@ pub mod seed;
 pub mod state;
 pub mod task;
 pub mod trainer;
+#[cfg(test)]
+mod test_support;

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleDisplay};
 use burn::tensor::Tensor;
 
 use crate::error::BoxError;
 
 /// A network mapping a batch of images `[b, c, h, w]` to embeddings `[b, d]`.
-pub trait EmbeddingModel: Module + 'static {
+pub trait EmbeddingModel: Module + ModuleDisplay + 'static {
     /// Embeds a batch of images.
     fn embed(&self, images: Tensor<4>) -> Tensor<2>;
 }
@@ -19,7 +19,7 @@ pub trait EmbeddingModel: Module + 'static {
 ///
 /// It is a [`Module`] so that losses with learnable parameters (proxies, scales) are trained
 /// together with the model; a loss without parameters is a module with none.
-pub trait MetricLoss: Module + 'static {
+pub trait MetricLoss: Module + ModuleDisplay + 'static {
     /// The loss of one batch: a differentiable scalar `[1]`.
     ///
     /// `seed` is fresh for every step and derived from the run seed, so a loss with random

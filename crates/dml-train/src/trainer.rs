@@ -547,3 +547,360 @@ fn read_scalar(loss: Tensor<1>) -> Result<f64, Error> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        CheckpointConfig, EarlyStoppingConfig, EvalConfig, MetricKind, OptimizerConfig,
+        ScheduleConfig, TrainConfig,
+    };
+    use crate::test_support::{BruteRecall, Blobs, InOrder, LinearEmbedder, PairLoss};
+
+    type Outcome = TrainOutcome<LinearEmbedder, PairLoss>;
+
+    const MODEL_SEED: u64 = 5;
+
+    fn config(dir: &Path) -> RunConfig {
+        RunConfig {
+            out: dir.to_owned(),
+            seed: 3,
+            train: TrainConfig {
+                epochs: 3,
+                max_steps: None,
+                log_every_steps: 1,
+            },
+            optimizer: OptimizerConfig::Adam {
+                lr: 0.05,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: 1e-4,
+            },
+            schedule: ScheduleConfig::Cosine {
+                min_lr: 0.001,
+                warmup_steps: 2,
+            },
+            eval: EvalConfig {
+                every_epochs: 1,
+                k: vec![1, 2],
+                metrics: vec![MetricKind::RecallAtK],
+                monitor: "recall@1".to_owned(),
+            },
+            checkpoint: CheckpointConfig {
+                every_steps: Some(3),
+                best: true,
+            },
+            ..RunConfig::default()
+        }
+    }
+
+    /// Runs the stand-in task: 48 training items in batches of 12 (4 steps an epoch).
+    fn train(
+        config: &RunConfig,
+        model_seed: u64,
+        resume: bool,
+        observer: &mut dyn Observer,
+        tweak: impl FnOnce(&mut Blobs, &mut BruteRecall, &mut PairLoss),
+    ) -> Result<Outcome, Error> {
+        let device = Device::flex().autodiff();
+        let mut data = Blobs::new(6, 8, 12, 11);
+        let held_out = Blobs::new(4, 6, 12, 99);
+        let mut evaluator = BruteRecall {
+            k: vec![1, 2],
+            constant: None,
+        };
+        let mut loss = PairLoss {
+            margin: 1.0,
+            nan: false,
+        };
+        tweak(&mut data, &mut evaluator, &mut loss);
+        let eval_data = InOrder(&held_out);
+        let trainer = Trainer::new(config, device.clone(), &data).with_eval(EvalSet {
+            data: &eval_data,
+            evaluator: &evaluator,
+        });
+        let task = EmbeddingTask {
+            model: LinearEmbedder::new(model_seed, 4, &device),
+            loss,
+        };
+        trainer.fit(task, resume, observer)
+    }
+
+    fn plain(config: &RunConfig) -> Outcome {
+        train(config, MODEL_SEED, false, &mut crate::observer::Silent, |_, _, _| {}).unwrap()
+    }
+
+    /// Stops the run at its `n`-th event, like a kill at that moment.
+    struct KillAt {
+        n: usize,
+        seen: usize,
+    }
+
+    impl Observer for KillAt {
+        fn on_event(&mut self, _event: &Event<'_>) -> Control {
+            self.seen += 1;
+            if self.seen == self.n {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        }
+    }
+
+    /// Counts the events of a run.
+    struct Count(usize);
+
+    impl Observer for Count {
+        fn on_event(&mut self, _event: &Event<'_>) -> Control {
+            self.0 += 1;
+            Control::Continue
+        }
+    }
+
+    /// The metrics log without its timing fields (which differ between any two runs).
+    fn log_without_timings(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+                value.as_object_mut().unwrap().remove("images_per_sec");
+                value
+            })
+            .collect()
+    }
+
+    fn comparable(state: &TrainerState) -> TrainerState {
+        TrainerState {
+            log_bytes: 0,
+            ..state.clone()
+        }
+    }
+
+    fn assert_same_run(a: &Outcome, a_dir: &Path, b: &Outcome, b_dir: &Path, what: &str) {
+        assert_eq!(a.task.model.values(), b.task.model.values(), "{what}: weights");
+        assert_eq!(comparable(&a.state), comparable(&b.state), "{what}: state");
+        assert_eq!(
+            log_without_timings(&a_dir.join("metrics.jsonl")),
+            log_without_timings(&b_dir.join("metrics.jsonl")),
+            "{what}: metrics log"
+        );
+        let best = |dir: &Path| Checkpoint::read(&RunPaths::new(dir).best_checkpoint).unwrap();
+        assert_eq!(best(a_dir).state.best, best(b_dir).state.best, "{what}: best");
+    }
+
+    #[test]
+    fn a_run_killed_at_any_event_and_resumed_ends_bit_identical() {
+        let reference_dir = tempfile::tempdir().unwrap();
+        let reference_config = config(reference_dir.path());
+        let mut count = Count(0);
+        let reference =
+            train(&reference_config, MODEL_SEED, false, &mut count, |_, _, _| {}).unwrap();
+        assert_eq!(reference.state.status, RunStatus::Finished);
+        assert_eq!(reference.state.step, 12);
+        assert_eq!(reference.state.evaluations.len(), 3);
+        // The run learned something: the model is not where it started.
+        let start = LinearEmbedder::new(MODEL_SEED, 4, &Device::flex().autodiff());
+        assert_ne!(reference.task.model.values(), start.values());
+
+        for n in 1..=count.0 {
+            let dir = tempfile::tempdir().unwrap();
+            let config = config(dir.path());
+            let mut kill = KillAt { n, seen: 0 };
+            let first = train(&config, MODEL_SEED, false, &mut kill, |_, _, _| {}).unwrap();
+            assert!(first.interrupted, "event {n}");
+            let resumed = if RunPaths::new(dir.path()).last_checkpoint.exists() {
+                // A different initial model: the weights must come from the checkpoint.
+                train(&config, 777, true, &mut crate::observer::Silent, |_, _, _| {}).unwrap()
+            } else {
+                plain(&config)
+            };
+            assert!(!resumed.interrupted);
+            assert_same_run(
+                &reference,
+                reference_dir.path(),
+                &resumed,
+                dir.path(),
+                &format!("killed at event {n}"),
+            );
+        }
+    }
+
+    #[test]
+    fn sgd_with_momentum_and_step_schedule_resumes_exactly() {
+        let with_sgd = |dir: &Path| RunConfig {
+            optimizer: OptimizerConfig::Sgd {
+                lr: 0.05,
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: true,
+                weight_decay: 1e-4,
+            },
+            schedule: ScheduleConfig::Step {
+                step_size: 5,
+                gamma: 0.5,
+                warmup_steps: 0,
+            },
+            ..config(dir)
+        };
+        let reference_dir = tempfile::tempdir().unwrap();
+        let reference = plain(&with_sgd(reference_dir.path()));
+        let dir = tempfile::tempdir().unwrap();
+        let config = with_sgd(dir.path());
+        // Killed twice: after step 4's checkpoint is written, then again mid-epoch 2.
+        let mut kill = KillAt { n: 9, seen: 0 };
+        train(&config, MODEL_SEED, false, &mut kill, |_, _, _| {}).unwrap();
+        let mut kill = KillAt { n: 6, seen: 0 };
+        let second = train(&config, 777, true, &mut kill, |_, _, _| {}).unwrap();
+        assert!(second.interrupted);
+        let resumed = train(&config, 777, true, &mut crate::observer::Silent, |_, _, _| {}).unwrap();
+        assert_same_run(&reference, reference_dir.path(), &resumed, dir.path(), "sgd");
+    }
+
+    #[test]
+    fn a_failed_checkpoint_write_keeps_the_previous_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let paths = RunPaths::new(dir.path());
+        // After the first checkpoint, block the temporary file of the next one with a folder
+        // of the same name: creating it fails like a full disk would.
+        struct Sabotage(PathBuf);
+        impl Observer for Sabotage {
+            fn on_event(&mut self, event: &Event<'_>) -> Control {
+                if let Event::CheckpointWritten { .. } = event {
+                    std::fs::create_dir_all(&self.0).unwrap();
+                }
+                Control::Continue
+            }
+        }
+        let temp = paths
+            .last_checkpoint
+            .with_file_name(format!(".last.ckpt.tmp{}", std::process::id()));
+        let err = train(&config, MODEL_SEED, false, &mut Sabotage(temp.clone()), |_, _, _| {})
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { path, .. } if *path == paths.last_checkpoint),
+            "{err}"
+        );
+        let survivor = Checkpoint::read(&paths.last_checkpoint).unwrap();
+        assert_eq!(survivor.state.step, 3);
+
+        std::fs::remove_dir(&temp).unwrap();
+        let resumed = train(&config, 777, true, &mut crate::observer::Silent, |_, _, _| {}).unwrap();
+        let reference_dir = tempfile::tempdir().unwrap();
+        let reference = plain(&self::config(reference_dir.path()));
+        assert_eq!(resumed.task.model.values(), reference.task.model.values());
+    }
+
+    #[test]
+    fn early_stopping_ends_after_patience_evaluations_without_improvement() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RunConfig {
+            train: TrainConfig {
+                epochs: 10,
+                max_steps: None,
+                log_every_steps: 4,
+            },
+            early_stopping: Some(EarlyStoppingConfig {
+                patience: 2,
+                min_delta: 0.0,
+            }),
+            ..config(dir.path())
+        };
+        let outcome = train(&config, MODEL_SEED, false, &mut crate::observer::Silent, |_, eval, _| {
+            eval.constant = Some(0.5);
+        })
+        .unwrap();
+        assert_eq!(outcome.state.status, RunStatus::EarlyStopped);
+        // Epoch 1 sets the best; epochs 2 and 3 do not improve on it.
+        assert_eq!(outcome.state.epoch, 3);
+        let best = outcome.state.best.as_ref().unwrap();
+        assert_eq!((best.epochs, best.value), (1, 0.5));
+        let best_checkpoint = Checkpoint::read(&RunPaths::new(dir.path()).best_checkpoint).unwrap();
+        assert_eq!(best_checkpoint.state.epoch, 1);
+        // Resuming a finished run returns its final state without training.
+        let again = train(&config, 777, true, &mut crate::observer::Silent, |_, eval, _| {
+            eval.constant = Some(0.5);
+        })
+        .unwrap();
+        assert_eq!(again.state, outcome.state);
+        assert_eq!(again.task.model.values(), outcome.task.model.values());
+    }
+
+    #[test]
+    fn max_steps_ends_mid_epoch_with_a_final_evaluation() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RunConfig {
+            train: TrainConfig {
+                epochs: 3,
+                max_steps: Some(6),
+                log_every_steps: 1,
+            },
+            ..config(dir.path())
+        };
+        let outcome = plain(&config);
+        assert_eq!(outcome.state.status, RunStatus::Finished);
+        assert_eq!((outcome.state.step, outcome.state.epoch, outcome.state.batch), (6, 1, 2));
+        let epochs: Vec<usize> = outcome.state.evaluations.iter().map(|e| e.epochs).collect();
+        assert_eq!(epochs, [1, 1]);
+        assert_eq!(outcome.state.evaluations[1].step, 6);
+    }
+
+    #[test]
+    fn resume_refuses_a_different_configuration_and_a_missing_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let err = train(&config, MODEL_SEED, true, &mut crate::observer::Silent, |_, _, _| {})
+            .unwrap_err();
+        assert!(matches!(err, Error::NoCheckpoint { .. }), "{err}");
+
+        let mut kill = KillAt { n: 8, seen: 0 };
+        train(&config, MODEL_SEED, false, &mut kill, |_, _, _| {}).unwrap();
+        let changed = RunConfig {
+            seed: 4,
+            ..config.clone()
+        };
+        let err = train(&changed, MODEL_SEED, true, &mut crate::observer::Silent, |_, _, _| {})
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ResumeMismatch { field, .. } if field == "seed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn failures_name_where_they_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let err = train(&config, MODEL_SEED, false, &mut crate::observer::Silent, |data, _, _| {
+            data.fail_at = Some(2);
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Data { epoch: 0, batch: 2, .. }), "{err}");
+        assert!(err.to_string().contains("blob.png"), "{err}");
+
+        let err = train(&config, MODEL_SEED, false, &mut crate::observer::Silent, |_, _, loss| {
+            loss.nan = true;
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::NonFiniteLoss { epoch: 0, batch: 0, step: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_monitored_metric_must_be_computed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let err = train(&config, MODEL_SEED, false, &mut crate::observer::Silent, |_, eval, _| {
+            eval.k = vec![2];
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::MissingMetric { metric, available } if metric == "recall@1" && available == "recall@2"),
+            "{err}"
+        );
+    }
+}

@@ -128,6 +128,37 @@ pub struct DatasetSplits {
     pub test: TestSplit,
 }
 
+/// Shows a dataset by its size, as `Dataset` has no `Debug` bound.
+struct Summary<'a>(&'a dyn Dataset);
+
+impl std::fmt::Debug for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} images, {} classes", self.0.len(), self.0.class_names().len())
+    }
+}
+
+impl std::fmt::Debug for TestSplit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TestSplit::Pooled(d) => f.debug_tuple("Pooled").field(&Summary(&**d)).finish(),
+            TestSplit::QueryGallery { query, gallery } => f
+                .debug_struct("QueryGallery")
+                .field("query", &Summary(&**query))
+                .field("gallery", &Summary(&**gallery))
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatasetSplits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetSplits")
+            .field("train", &Summary(&*self.train))
+            .field("test", &self.test)
+            .finish()
+    }
+}
+
 impl DatasetSplits {
     /// The split named `split`, or an error when this dataset has no such split (asking a
     /// pooled dataset for `query`, or In-Shop for `test`).

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::Error;
 
 /// One non-blank line of a table.
+#[derive(Debug)]
 pub(crate) struct Row<'a> {
     /// 1-based line number in the file.
     pub(crate) line: usize,

@@ -160,29 +160,26 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    /// The key of one (query row, reference row) pair, computed directly.
-    pub fn key(&self, query: &[f32], reference: &[f32], reference_offset: f32) -> f32 {
-        let dot: f32 = query.iter().zip(reference).map(|(a, b)| a * b).sum();
-        self.scale() * dot + reference_offset
-    }
-
     /// Runs the blocked scan over rows `start..end` of the queries, one sink per row.
     pub fn scan_queries<S: scan::Sink>(&self, start: usize, end: usize, sinks: &mut [S]) {
         let q = self.query();
-        let r = self.reference();
-        let whole = start == 0 && end == q.rows();
-        let query_side = Side {
-            data: q.slice_rows(start, end),
-            dim: q.dim(),
-            offset: self.offsets(q)[start..end].to_vec(),
-        };
-        let layout = match (self.leave_one_out(), whole) {
+        let layout = match (self.leave_one_out(), start == 0 && end == q.rows()) {
             (true, true) => Layout::Symmetric,
             (true, false) => Layout::Separate {
                 self_shift: Some(start),
             },
             (false, _) => Layout::Separate { self_shift: None },
         };
+        let query_side = Side {
+            data: q.slice_rows(start, end),
+            dim: q.dim(),
+            offset: if layout == Layout::Symmetric {
+                self.offsets(q)
+            } else {
+                Vec::new()
+            },
+        };
+        let r = self.reference();
         let reference_side = Side {
             data: r.as_slice(),
             dim: r.dim(),

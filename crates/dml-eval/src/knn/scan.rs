@@ -40,13 +40,14 @@ pub(crate) struct Side<'a> {
     pub data: &'a [f32],
     /// Row length.
     pub dim: usize,
-    /// The per-row term of the key (empty rows: none).
+    /// The per-row term of the key when this side's rows are the references (may be empty
+    /// for a query side that never is).
     pub offset: Vec<f32>,
 }
 
 impl Side<'_> {
     fn rows(&self) -> usize {
-        self.offset.len()
+        self.data.len() / self.dim
     }
 
     fn block(&self, start: usize, end: usize) -> &[f32] {

@@ -18,7 +18,6 @@ pub use contrastive::ContrastiveLoss;
 pub use terms::{LossTerm, TermIndices};
 pub use triplet_margin::TripletMarginLoss;
 
-pub(crate) use pair_set::PairSet;
 
 use dml_core::Real;
 use serde::{Deserialize, Serialize};

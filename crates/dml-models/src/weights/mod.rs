@@ -236,3 +236,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod torch_file;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Saved test embeddings and their labels, as referenced by [`EmbeddingFiles`].
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::record::EmbeddingFiles;
+
+/// Embeddings with one class index per row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledEmbeddings {
+    /// Row-major `[n, dim]`.
+    pub vectors: Vec<f32>,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Class index of each row: labels numbered by first appearance, from 0.
+    pub classes: Vec<usize>,
+    /// Number of distinct labels.
+    pub class_count: usize,
+}
+
+impl LabelledEmbeddings {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+}
+
+/// Loads a run's embeddings; paths in `files` are relative to `dir` (the results file's
+/// folder). Vectors: `.npy` `[n, d]` of `f32` or `f64` in C order. Labels: `.npy` of `n`
+/// integers, or a text file with one label per line.
+pub fn load(run_id: &str, dir: &Path, files: &EmbeddingFiles) -> Result<LabelledEmbeddings> {
+    let vectors_path = dir.join(&files.vectors);
+    let labels_path = dir.join(&files.labels);
+    let bad = |path: &Path, reason: String| Error::EmbeddingFile {
+        run_id: run_id.to_owned(),
+        path: path.to_owned(),
+        reason,
+    };
+    let (vectors, dim, n) = read_vectors(&vectors_path).map_err(|r| bad(&vectors_path, r))?;
+    let labels = read_labels(&labels_path).map_err(|r| bad(&labels_path, r))?;
+    if labels.len() != n {
+        return Err(bad(
+            &labels_path,
+            format!("{} labels for {n} embedding rows", labels.len()),
+        ));
+    }
+    let mut names: Vec<&String> = Vec::new();
+    let classes = labels
+        .iter()
+        .map(|l| match names.iter().position(|&m| m == l) {
+            Some(i) => i,
+            None => {
+                names.push(l);
+                names.len() - 1
+            }
+        })
+        .collect();
+    Ok(LabelledEmbeddings {
+        vectors,
+        dim,
+        classes,
+        class_count: names.len(),
+    })
+}
+
+fn open_npy(path: &Path) -> Result<npyz::NpyFile<BufReader<File>>, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    npyz::NpyFile::new(BufReader::new(file)).map_err(|e| format!("not an .npy file: {e}"))
+}
+
+fn read_vectors(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
+    let npy = open_npy(path)?;
+    let (n, dim) = match *npy.shape() {
+        [n, d] => (n as usize, d as usize),
+        ref other => return Err(format!("expected a 2-D array [n, d], found shape {other:?}")),
+    };
+    if npy.order() != npyz::Order::C {
+        return Err("expected C (row-major) order, found Fortran order".to_owned());
+    }
+    let data = match npy.try_data::<f32>() {
+        Ok(reader) => reader.collect::<std::io::Result<Vec<f32>>>(),
+        Err(npy) => match npy.data::<f64>() {
+            // Plotting coordinates need no more than f32 precision.
+            Ok(reader) => reader.map(|v| v.map(|x| x as f32)).collect(),
+            Err(e) => return Err(format!("expected f32 or f64 values: {e}")),
+        },
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((data, dim, n))
+}
+
+fn read_labels(path: &Path) -> Result<Vec<String>, String> {
+    if path.extension().is_some_and(|e| e == "npy") {
+        let npy = open_npy(path)?;
+        if npy.shape().len() != 1 {
+            return Err(format!("expected a 1-D array, found shape {:?}", npy.shape()));
+        }
+        return read_ints(npy).map(|v| v.iter().map(ToString::to_string).collect());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
+/// Reads any integer dtype as i128 (wide enough for every numpy integer).
+fn read_ints(npy: npyz::NpyFile<BufReader<File>>) -> Result<Vec<i128>, String> {
+    macro_rules! attempt {
+        ($npy:expr, $t:ty $(, $rest:ty)*) => {
+            match $npy.try_data::<$t>() {
+                Ok(reader) => reader
+                    .map(|v| v.map(i128::from))
+                    .collect::<std::io::Result<Vec<i128>>>()
+                    .map_err(|e| e.to_string()),
+                Err(npy) => attempt!(npy $(, $rest)*),
+            }
+        };
+        ($npy:expr) => {
+            Err(format!("expected integer labels, found dtype {}", $npy.dtype().descr()))
+        };
+    }
+    attempt!(npy, i64, i32, i16, i8, u64, u32, u16, u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use npyz::WriterBuilder;
+
+    fn write_f32(path: &Path, data: &[f32], shape: &[u64]) {
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(File::create(path).unwrap())
+            .begin_nd()
+            .unwrap();
+        w.extend(data.iter().copied()).unwrap();
+        w.finish().unwrap();
+    }
+
+    fn write_i32(path: &Path, data: &[i32]) {
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[data.len() as u64])
+            .writer(File::create(path).unwrap())
+            .begin_nd()
+            .unwrap();
+        w.extend(data.iter().copied()).unwrap();
+        w.finish().unwrap();
+    }
+
+    fn files(v: &str, l: &str) -> EmbeddingFiles {
+        EmbeddingFiles {
+            vectors: v.into(),
+            labels: l.into(),
+        }
+    }
+
+    #[test]
+    fn loads_npy_vectors_with_npy_or_text_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        write_f32(&dir.path().join("e.npy"), &[1., 2., 3., 4., 5., 6.], &[3, 2]);
+        write_i32(&dir.path().join("l.npy"), &[7, 3, 7]);
+        std::fs::write(dir.path().join("l.txt"), "cat\ndog\ncat\n").unwrap();
+        let e = load("r", dir.path(), &files("e.npy", "l.npy")).unwrap();
+        assert_eq!((e.dim, e.len(), e.class_count), (2, 3, 2));
+        assert_eq!(e.classes, [0, 1, 0]);
+        assert_eq!(e.vectors, [1., 2., 3., 4., 5., 6.]);
+        let t = load("r", dir.path(), &files("e.npy", "l.txt")).unwrap();
+        assert_eq!(t.classes, e.classes);
+    }
+
+    #[test]
+    fn mismatches_and_bad_files_name_the_run_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_f32(&dir.path().join("e.npy"), &[1., 2., 3., 4.], &[2, 2]);
+        write_f32(&dir.path().join("flat.npy"), &[1., 2.], &[2]);
+        std::fs::write(dir.path().join("l.txt"), "a\nb\nc\n").unwrap();
+        let msg = load("run-1", dir.path(), &files("e.npy", "l.txt")).unwrap_err().to_string();
+        assert!(msg.contains("run `run-1`") && msg.contains("3 labels for 2"), "{msg}");
+        let msg = load("r", dir.path(), &files("flat.npy", "l.txt")).unwrap_err().to_string();
+        assert!(msg.contains("flat.npy") && msg.contains("2-D"), "{msg}");
+        let msg = load("r", dir.path(), &files("e.npy", "e.npy")).unwrap_err().to_string();
+        assert!(msg.contains("1-D"), "{msg}");
+        let msg = load("r", dir.path(), &files("missing.npy", "l.txt")).unwrap_err().to_string();
+        assert!(msg.contains("missing.npy"), "{msg}");
+    }
+}

@@ -1,0 +1,230 @@
+//! PML class names and constructor arguments to dml values, with PML's defaults.
+//!
+//! This is the one place where PML's implicit defaults are spelled out (each default's source
+//! is PML 2.9's constructor signature; see shared/reference/README.md notes 1 and 7-23). dml's
+//! own Rust API takes all of them explicitly.
+
+use serde_json::Value;
+
+use super::params::{Params, nested};
+use crate::distance::{Distance, LpPower};
+use crate::error::{Error, Result};
+use crate::loss::{ContrastiveLoss, LossKernel, LossKind, TripletMarginLoss};
+use crate::metric_loss::MetricLoss;
+use crate::miner::{BatchHardMiner, Miner, TripletMarginMiner, TripletType};
+use crate::reducer::{Reducer, ThresholdBounds};
+use crate::regularizer::LpRegularizer;
+
+/// The PML loss class names dml understands.
+pub const SUPPORTED_LOSSES: &[&str] = &["ContrastiveLoss", "TripletMarginLoss"];
+
+/// The PML miner class names dml understands.
+pub const SUPPORTED_MINERS: &[&str] = &["TripletMarginMiner", "BatchHardMiner"];
+
+/// The PML distance class names dml understands.
+pub const SUPPORTED_DISTANCES: &[&str] = &["LpDistance", "CosineSimilarity", "DotProductSimilarity"];
+
+/// The PML reducer class names dml understands.
+pub const SUPPORTED_REDUCERS: &[&str] = &[
+    "MeanReducer",
+    "AvgNonZeroReducer",
+    "SumReducer",
+    "ThresholdReducer",
+    "DivisorReducer",
+];
+
+/// What a loss needs to know about the batch to be built (proxy losses size their proxies).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildContext {
+    /// `(num_classes, embedding_size)` of proxies the caller brings, if any.
+    pub proxies: Option<(usize, usize)>,
+}
+
+/// Builds a [`MetricLoss`] from a PML loss name and arguments, plus an optional PML miner.
+///
+/// Missing arguments take PML 2.9's defaults; unknown names or arguments are errors that list
+/// what is supported.
+pub fn build_metric_loss(
+    loss: &str,
+    params: Option<&Value>,
+    miner: Option<(&str, Option<&Value>)>,
+    ctx: BuildContext,
+) -> Result<MetricLoss> {
+    let mut p = Params::new(loss, params)?;
+    let kind = build_kind(loss, &mut p, ctx)?;
+    let reducer = match p.value("reducer") {
+        None => kind.pml_default_reducer(),
+        Some(v) => build_reducer(v)?,
+    };
+    let emb_reg = p.value("embedding_regularizer");
+    let emb_weight = p.f64("embedding_reg_weight", 1.0)?;
+    // Accepted for compatibility; dml always reports its statistics.
+    p.bool("collect_stats", true)?;
+    let weight_reg = if kind.param_shape(1).is_some() {
+        let r = p.value("weight_regularizer");
+        let w = p.f64("weight_reg_weight", 1.0)?;
+        r.map(|v| build_regularizer(v, w)).transpose()?
+    } else {
+        None
+    };
+    p.finish()?;
+    let mut out = MetricLoss::new(kind, reducer)?;
+    if let Some(v) = emb_reg {
+        out = out.with_embedding_regularizer(build_regularizer(v, emb_weight)?);
+    }
+    if let Some(r) = weight_reg {
+        out = out.with_weight_regularizer(r)?;
+    }
+    if let Some((name, mp)) = miner {
+        out = out.with_miner(build_miner(name, mp)?);
+    }
+    Ok(out)
+}
+
+fn unknown(what: &str, name: &str, supported: &[&str]) -> Error {
+    Error::Case(format!(
+        "unknown {what} `{name}`; supported: {}",
+        supported.join(", ")
+    ))
+}
+
+/// The loss kernel of a PML loss class (its class-specific arguments only).
+fn build_kind(name: &str, p: &mut Params<'_>, _ctx: BuildContext) -> Result<LossKind> {
+    let lp = Distance::PML_LP_DEFAULT;
+    Ok(match name {
+        "ContrastiveLoss" => {
+            let distance = distance_or(p, lp)?;
+            ContrastiveLoss::new(distance, p.f64("pos_margin", 0.0)?, p.f64("neg_margin", 1.0)?)?
+                .into()
+        }
+        "TripletMarginLoss" => {
+            let distance = distance_or(p, lp)?;
+            if let Some(v) = p.value("triplets_per_anchor")
+                && v != "all"
+            {
+                return Err(Error::Case(format!(
+                    "TripletMarginLoss: triplets_per_anchor={v} samples triplets with torch's RNG, \
+                     which cannot be reproduced; use \"all\" or a miner"
+                )));
+            }
+            TripletMarginLoss::new(distance, p.f64("margin", 0.05)?)?
+                .with_swap(p.bool("swap", false)?)
+                .with_smooth_loss(p.bool("smooth_loss", false)?)
+                .into()
+        }
+        other => return Err(unknown("loss", other, SUPPORTED_LOSSES)),
+    })
+}
+
+/// The `distance` argument, or `default` (the class's PML default distance).
+fn distance_or(p: &mut Params<'_>, default: Distance) -> Result<Distance> {
+    match p.value("distance") {
+        None => Ok(default),
+        Some(v) => build_distance(v),
+    }
+}
+
+/// A PML distance object.
+pub fn build_distance(value: &Value) -> Result<Distance> {
+    let (name, params) = nested("distance", value)?;
+    let mut p = Params::new(name, params)?;
+    let d = match name {
+        "LpDistance" => {
+            let pnorm = p.f64("p", 2.0)?;
+            if pnorm != 2.0 {
+                return Err(Error::Case(format!(
+                    "LpDistance: only p=2 is supported, got p={pnorm}"
+                )));
+            }
+            let power = match p.f64("power", 1.0)? {
+                1.0 => LpPower::One,
+                2.0 => LpPower::Two,
+                other => {
+                    return Err(Error::Case(format!(
+                        "LpDistance: power must be 1 or 2, got {other}"
+                    )));
+                }
+            };
+            Distance::Lp {
+                power,
+                normalize: p.bool("normalize_embeddings", true)?,
+            }
+        }
+        "CosineSimilarity" => {
+            if !p.bool("normalize_embeddings", true)? {
+                return Err(Error::Case(
+                    "CosineSimilarity: normalize_embeddings must be true (PML asserts it)".into(),
+                ));
+            }
+            Distance::Cosine
+        }
+        "DotProductSimilarity" => Distance::DotProduct {
+            normalize: p.bool("normalize_embeddings", true)?,
+        },
+        other => return Err(unknown("distance", other, SUPPORTED_DISTANCES)),
+    };
+    p.finish()?;
+    Ok(d)
+}
+
+/// A PML reducer object.
+pub fn build_reducer(value: &Value) -> Result<Reducer> {
+    let (name, params) = nested("reducer", value)?;
+    let mut p = Params::new(name, params)?;
+    p.bool("collect_stats", true)?;
+    let r = match name {
+        "MeanReducer" => Reducer::Mean,
+        "AvgNonZeroReducer" => Reducer::AvgNonZero,
+        "SumReducer" => Reducer::Sum,
+        "DivisorReducer" => Reducer::Divisor,
+        "ThresholdReducer" => {
+            Reducer::Threshold(ThresholdBounds::new(p.opt_f64("low")?, p.opt_f64("high")?)?)
+        }
+        other => return Err(unknown("reducer", other, SUPPORTED_REDUCERS)),
+    };
+    p.finish()?;
+    Ok(r)
+}
+
+/// A PML `LpRegularizer` with its weight.
+pub fn build_regularizer(value: &Value, weight: f64) -> Result<LpRegularizer> {
+    let (name, params) = nested("regularizer", value)?;
+    if name != "LpRegularizer" {
+        return Err(unknown("regularizer", name, &["LpRegularizer"]));
+    }
+    let mut p = Params::new(name, params)?;
+    let r = LpRegularizer::new(p.f64("p", 2.0)?, p.f64("power", 1.0)?, weight)?;
+    p.bool("collect_stats", true)?;
+    p.finish()?;
+    Ok(r)
+}
+
+/// A PML miner.
+pub fn build_miner(name: &str, params: Option<&Value>) -> Result<Miner> {
+    let mut p = Params::new(name, params)?;
+    let lp = Distance::PML_LP_DEFAULT;
+    p.bool("collect_stats", true)?;
+    let m = match name {
+        "TripletMarginMiner" => {
+            let distance = distance_or(&mut p, lp)?;
+            let kind = match p.value("type_of_triplets").map(|v| v.as_str()) {
+                None | Some(Some("all")) => TripletType::All,
+                Some(Some("hard")) => TripletType::Hard,
+                Some(Some("semihard")) => TripletType::SemiHard,
+                Some(Some("easy")) => TripletType::Easy,
+                Some(_) => {
+                    return Err(Error::Case(
+                        "TripletMarginMiner: type_of_triplets must be one of \"all\", \"hard\", \
+                         \"semihard\", \"easy\""
+                            .into(),
+                    ));
+                }
+            };
+            TripletMarginMiner::new(distance, p.f64("margin", 0.2)?, kind)?.into()
+        }
+        "BatchHardMiner" => BatchHardMiner::new(distance_or(&mut p, lp)?).into(),
+        other => return Err(unknown("miner", other, SUPPORTED_MINERS)),
+    };
+    p.finish()?;
+    Ok(m)
+}

@@ -1,0 +1,4 @@
+//! Integration tests of dml-losses, in one binary (burn is slow to link).
+
+mod common;
+mod pml_equivalence;
