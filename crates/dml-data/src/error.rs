@@ -171,7 +171,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn malformed(path: impl Into<PathBuf>, line: usize, reason: impl Into<String>) -> Self {
+    pub(crate) fn malformed(
+        path: impl Into<PathBuf>,
+        line: usize,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::MalformedLine {
             path: path.into(),
             line,

@@ -48,8 +48,9 @@ mod transform;
 mod test_support;
 
 pub use dataset::{
-    Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits, ImageEntry, ImageFolderDataset,
-    ImageList, InShopDataset, OmniglotDataset, OmniglotLabel, SopDataset, Split, TestSplit, verify_images,
+    Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits, ImageEntry,
+    ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset, OmniglotLabel, SopDataset,
+    Split, TestSplit, verify_images,
 };
 pub use error::Error;
 pub use glyph::{GlyphJitter, SyntheticGlyphs, SyntheticGlyphsConfig};

@@ -41,7 +41,10 @@ pub struct LoaderConfig {
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self { workers: 2, prefetch: 4 }
+        Self {
+            workers: 2,
+            prefetch: 4,
+        }
     }
 }
 
@@ -69,16 +72,30 @@ pub struct Loader {
 
 impl Loader {
     /// A loader applying the training (random) transform, seeded by `seed`.
-    pub fn train(dataset: Arc<dyn Dataset>, pipeline: Pipeline, config: LoaderConfig, seed: u64) -> Result<Self, Error> {
+    pub fn train(
+        dataset: Arc<dyn Dataset>,
+        pipeline: Pipeline,
+        config: LoaderConfig,
+        seed: u64,
+    ) -> Result<Self, Error> {
         Self::new(dataset, pipeline, config, Augment::Random { seed })
     }
 
     /// A loader applying the evaluation (deterministic) transform.
-    pub fn eval(dataset: Arc<dyn Dataset>, pipeline: Pipeline, config: LoaderConfig) -> Result<Self, Error> {
+    pub fn eval(
+        dataset: Arc<dyn Dataset>,
+        pipeline: Pipeline,
+        config: LoaderConfig,
+    ) -> Result<Self, Error> {
         Self::new(dataset, pipeline, config, Augment::Off)
     }
 
-    fn new(dataset: Arc<dyn Dataset>, pipeline: Pipeline, config: LoaderConfig, augment: Augment) -> Result<Self, Error> {
+    fn new(
+        dataset: Arc<dyn Dataset>,
+        pipeline: Pipeline,
+        config: LoaderConfig,
+        augment: Augment,
+    ) -> Result<Self, Error> {
         if config.workers == 0 {
             return Err(Error::config("workers", "must be at least 1"));
         }
@@ -105,12 +122,21 @@ impl Loader {
 
     /// Builds batch `batch_index` of `epoch` from the samples `indices`, on the calling thread.
     /// The workers run exactly this, so the result is the one [`Loader::batches`] yields.
-    pub fn load_batch(&self, epoch: u64, batch_index: usize, indices: &[usize]) -> Result<Batch, Error> {
+    pub fn load_batch(
+        &self,
+        epoch: u64,
+        batch_index: usize,
+        indices: &[usize],
+    ) -> Result<Batch, Error> {
         let [c, h, w] = self.pipeline.output_shape();
         let per_image = c * h * w;
         let mut images = vec![0.0f32; indices.len() * per_image];
         let mut labels = Vec::with_capacity(indices.len());
-        for (pos, (&index, out)) in indices.iter().zip(images.chunks_exact_mut(per_image)).enumerate() {
+        for (pos, (&index, out)) in indices
+            .iter()
+            .zip(images.chunks_exact_mut(per_image))
+            .enumerate()
+        {
             if index >= self.dataset.len() {
                 return Err(Error::IndexOutOfRange {
                     index,
@@ -120,9 +146,11 @@ impl Loader {
             let image = self.dataset.load(index)?;
             let mut rng = match self.augment {
                 Augment::Off => None,
-                Augment::Random { seed } => {
-                    Some(seed::rng(seed, Purpose::Augment, &[epoch, batch_index as u64, pos as u64]))
-                }
+                Augment::Random { seed } => Some(seed::rng(
+                    seed,
+                    Purpose::Augment,
+                    &[epoch, batch_index as u64, pos as u64],
+                )),
             };
             self.pipeline.apply(&image, rng.as_mut(), out);
             labels.push(self.dataset.label(index) as i64);
@@ -222,7 +250,10 @@ fn work(plan: &Plan, shared: &Shared, tx: &Sender<Built>) {
     loop {
         let pos = {
             let mut s = shared.lock();
-            while !s.stop && s.next_claim < plan.total && s.next_claim >= s.delivered + plan.prefetch {
+            while !s.stop
+                && s.next_claim < plan.total
+                && s.next_claim >= s.delivered + plan.prefetch
+            {
                 s = shared.wake.wait(s).unwrap_or_else(|p| p.into_inner());
             }
             if s.stop || s.next_claim >= plan.total {
@@ -235,8 +266,10 @@ fn work(plan: &Plan, shared: &Shared, tx: &Sender<Built>) {
         let indices = &plan.batches[batch_index];
         // A panic would leave this position unfilled and the consumer waiting for it forever;
         // turn it into an error for that batch instead.
-        let built = catch_unwind(AssertUnwindSafe(|| plan.loader.load_batch(plan.epoch, batch_index, indices)))
-            .unwrap_or(Err(Error::WorkerFailed));
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            plan.loader.load_batch(plan.epoch, batch_index, indices)
+        }))
+        .unwrap_or(Err(Error::WorkerFailed));
         if tx.send((pos, built)).is_err() {
             return;
         }
@@ -307,20 +340,28 @@ impl Drop for Batches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataset::ImageEntry;
     use crate::glyph::SyntheticGlyphsConfig;
     use crate::sampler::{BatchSampler, PkSamplerConfig, sequential_batches};
     use crate::transform::{AffineJitter, PipelineConfig};
     use crate::{ImageList, ImageStore, test_support::TempTree};
-    use crate::dataset::ImageEntry;
 
     fn glyphs() -> Arc<dyn Dataset> {
-        let cfg = SyntheticGlyphsConfig { train_classes: 8, samples_per_class: 6, ..Default::default() };
+        let cfg = SyntheticGlyphsConfig {
+            train_classes: 8,
+            samples_per_class: 6,
+            ..Default::default()
+        };
         cfg.splits().unwrap().train
     }
 
     fn jittered() -> Pipeline {
         PipelineConfig {
-            affine: Some(AffineJitter { max_rotation_deg: 10.0, max_scale: 0.1, max_shift: 0.1 }),
+            affine: Some(AffineJitter {
+                max_rotation_deg: 10.0,
+                max_scale: 0.1,
+                max_shift: 0.1,
+            }),
             random_crop: true,
             resize: 32,
             ..PipelineConfig::characters(28)
@@ -330,31 +371,61 @@ mod tests {
     }
 
     fn collect(loader: &Loader, epoch: u64, batches: Vec<Vec<usize>>, first: usize) -> Vec<Batch> {
-        loader.batches(epoch, batches, first).map(Result::unwrap).collect()
+        loader
+            .batches(epoch, batches, first)
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
     fn same_batches_for_any_worker_count_and_when_resumed() {
         let ds = glyphs();
-        let sampler = PkSamplerConfig::new(4, 3, 5).init(&ds.labels(), ds.class_names()).unwrap();
+        let sampler = PkSamplerConfig::new(4, 3, 5)
+            .init(&ds.labels(), ds.class_names())
+            .unwrap();
         let plan = sampler.batches(2);
         assert_eq!(plan.len(), 4);
-        let one = Loader::train(ds.clone(), jittered(), LoaderConfig { workers: 1, prefetch: 1 }, 11).unwrap();
-        let three = Loader::train(ds.clone(), jittered(), LoaderConfig { workers: 3, prefetch: 2 }, 11).unwrap();
+        let one = Loader::train(
+            ds.clone(),
+            jittered(),
+            LoaderConfig {
+                workers: 1,
+                prefetch: 1,
+            },
+            11,
+        )
+        .unwrap();
+        let three = Loader::train(
+            ds.clone(),
+            jittered(),
+            LoaderConfig {
+                workers: 3,
+                prefetch: 2,
+            },
+            11,
+        )
+        .unwrap();
         let a = collect(&one, 2, plan.clone(), 0);
         let b = collect(&three, 2, plan.clone(), 0);
         assert_eq!(a, b);
         assert_eq!(a.len(), 4);
         assert_eq!(a[1].shape, [12, 1, 28, 28]);
         assert_eq!(a[1].indices, plan[1]);
-        assert_eq!(a[1].labels, plan[1].iter().map(|&i| ds.label(i) as i64).collect::<Vec<_>>());
+        assert_eq!(
+            a[1].labels,
+            plan[1]
+                .iter()
+                .map(|&i| ds.label(i) as i64)
+                .collect::<Vec<_>>()
+        );
         // Resuming at batch 2 gives batches 2 and 3 exactly.
         let resumed = collect(&three, 2, plan.clone(), 2);
         assert_eq!(resumed, a[2..]);
         // Augmentation differs between epochs and seeds.
         let other_epoch = collect(&one, 3, plan.clone(), 0);
         assert_ne!(other_epoch[0].images, a[0].images);
-        let other_seed = Loader::train(ds.clone(), jittered(), LoaderConfig::default(), 12).unwrap();
+        let other_seed =
+            Loader::train(ds.clone(), jittered(), LoaderConfig::default(), 12).unwrap();
         assert_ne!(collect(&other_seed, 2, plan, 0)[0].images, a[0].images);
     }
 
@@ -363,7 +434,10 @@ mod tests {
         let ds = glyphs();
         let loader = Loader::eval(ds.clone(), jittered(), LoaderConfig::default()).unwrap();
         let batches = collect(&loader, 0, sequential_batches(ds.len(), 20), 0);
-        assert_eq!(batches.iter().map(|b| b.indices.len()).collect::<Vec<_>>(), [20, 20, 8]);
+        assert_eq!(
+            batches.iter().map(|b| b.indices.len()).collect::<Vec<_>>(),
+            [20, 20, 8]
+        );
         let again = collect(&loader, 5, sequential_batches(ds.len(), 20), 0);
         assert_eq!(batches[2].images, again[2].images);
     }
@@ -376,31 +450,78 @@ mod tests {
         tree.write("a/2.png", b"garbage");
         let store = ImageStore::open(tree.root()).unwrap();
         let entries = (0..3)
-            .map(|i| ImageEntry { path: format!("a/{i}.png"), class: "a".into(), super_class: None, origin: None })
+            .map(|i| ImageEntry {
+                path: format!("a/{i}.png"),
+                class: "a".into(),
+                super_class: None,
+                origin: None,
+            })
             .collect();
         let ds: Arc<dyn Dataset> = Arc::new(ImageList::new(store, entries, "t").unwrap());
-        let loader = Loader::train(ds, PipelineConfig::characters(4).init().unwrap(), LoaderConfig::default(), 0).unwrap();
+        let loader = Loader::train(
+            ds,
+            PipelineConfig::characters(4).init().unwrap(),
+            LoaderConfig::default(),
+            0,
+        )
+        .unwrap();
         let mut it = loader.batches(0, vec![vec![0], vec![1], vec![2], vec![0]], 0);
         assert!(it.next().unwrap().is_ok());
         assert!(it.next().unwrap().is_ok());
         let err = it.next().unwrap().unwrap_err();
-        assert!(matches!(err, Error::Decode { .. }) && err.to_string().contains("2.png"), "{err}");
+        assert!(
+            matches!(err, Error::Decode { .. }) && err.to_string().contains("2.png"),
+            "{err}"
+        );
         assert!(it.next().is_none());
-        let err = loader.batches(0, vec![vec![7]], 0).next().unwrap().unwrap_err();
+        let err = loader
+            .batches(0, vec![vec![7]], 0)
+            .next()
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(err, Error::IndexOutOfRange { index: 7, len: 3 }));
     }
 
     #[test]
     fn dropping_early_stops_the_workers_and_bad_settings_are_errors() {
         let ds = glyphs();
-        let loader = Loader::train(ds.clone(), jittered(), LoaderConfig { workers: 2, prefetch: 1 }, 0).unwrap();
+        let loader = Loader::train(
+            ds.clone(),
+            jittered(),
+            LoaderConfig {
+                workers: 2,
+                prefetch: 1,
+            },
+            0,
+        )
+        .unwrap();
         let mut it = loader.batches(0, sequential_batches(ds.len(), 4), 0);
         assert_eq!(it.remaining(), 12);
         assert!(it.next().unwrap().is_ok());
         drop(it);
         assert!(loader.batches(0, vec![], 0).next().is_none());
         let p = || PipelineConfig::default().init().unwrap();
-        assert!(Loader::eval(ds.clone(), p(), LoaderConfig { workers: 0, prefetch: 1 }).is_err());
-        assert!(Loader::eval(ds, p(), LoaderConfig { workers: 1, prefetch: 0 }).is_err());
+        assert!(
+            Loader::eval(
+                ds.clone(),
+                p(),
+                LoaderConfig {
+                    workers: 0,
+                    prefetch: 1
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            Loader::eval(
+                ds,
+                p(),
+                LoaderConfig {
+                    workers: 1,
+                    prefetch: 0
+                }
+            )
+            .is_err()
+        );
     }
 }

@@ -19,7 +19,10 @@ pub(crate) enum MatValue {
     /// A char row (or column) vector.
     Char(String),
     /// A cell array, its items in column-major order.
-    Cell { dims: Vec<usize>, items: Vec<MatValue> },
+    Cell {
+        dims: Vec<usize>,
+        items: Vec<MatValue>,
+    },
     /// A struct array: field names, and per element (column-major) one value per field.
     Struct {
         dims: Vec<usize>,
@@ -91,7 +94,10 @@ pub(crate) fn read_variables(bytes: &[u8]) -> Result<Vec<(String, MatValue)>, Ma
     }
     let text = String::from_utf8_lossy(&bytes[..116]);
     if text.starts_with("MATLAB 7.3") {
-        return fail(0, "MATLAB 7.3 files are HDF5, not v5; re-save the file with save(..., '-v7')");
+        return fail(
+            0,
+            "MATLAB 7.3 files are HDF5, not v5; re-save the file with save(..., '-v7')",
+        );
     }
     if !text.starts_with("MATLAB 5.0") {
         return fail(0, "the header does not start with \"MATLAB 5.0\"");
@@ -119,16 +125,29 @@ pub(crate) fn read_variables(bytes: &[u8]) -> Result<Vec<(String, MatValue)>, Ma
                     big_endian,
                 };
                 let m = inner.element(0).map_err(|e| MatError {
-                    reason: format!("{} (inside the compressed variable at byte {})", e.reason, pos),
+                    reason: format!(
+                        "{} (inside the compressed variable at byte {})",
+                        e.reason, pos
+                    ),
                     ..e
                 })?;
                 if m.ty != MI_MATRIX {
-                    return fail(pos, format!("compressed element holds type {} instead of a matrix", m.ty));
+                    return fail(
+                        pos,
+                        format!("compressed element holds type {} instead of a matrix", m.ty),
+                    );
                 }
-                vars.push(inner.matrix(m.data_start, m.data_len).map_err(|e| MatError {
-                    reason: format!("{} (inside the compressed variable at byte {})", e.reason, pos),
-                    ..e
-                })?);
+                vars.push(
+                    inner
+                        .matrix(m.data_start, m.data_len)
+                        .map_err(|e| MatError {
+                            reason: format!(
+                                "{} (inside the compressed variable at byte {})",
+                                e.reason, pos
+                            ),
+                            ..e
+                        })?,
+                );
             }
             other => return fail(pos, format!("unexpected top-level element type {other}")),
         }
@@ -184,7 +203,10 @@ impl<'a> Reader<'a> {
             (first, pos + 8, len, pos + 8 + len.div_ceil(8) * 8)
         };
         if data_start + data_len > self.bytes.len() {
-            return fail(pos, format!("element of {data_len} bytes runs past the end of the data"));
+            return fail(
+                pos,
+                format!("element of {data_len} bytes runs past the end of the data"),
+            );
         }
         Ok(Element {
             ty,
@@ -207,7 +229,11 @@ impl<'a> Reader<'a> {
                 d.chunks_exact($n)
                     .map(|c| {
                         let a: [u8; $n] = c.try_into().expect("chunk length");
-                        (if be { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f64
+                        (if be {
+                            <$t>::from_be_bytes(a)
+                        } else {
+                            <$t>::from_le_bytes(a)
+                        }) as f64
                     })
                     .collect()
             };
@@ -223,7 +249,12 @@ impl<'a> Reader<'a> {
             MI_DOUBLE => conv!(f64, 8),
             MI_INT64 => conv!(i64, 8),
             MI_UINT64 => conv!(u64, 8),
-            other => return fail(el.data_start, format!("element type {other} is not numeric")),
+            other => {
+                return fail(
+                    el.data_start,
+                    format!("element type {other} is not numeric"),
+                );
+            }
         })
     }
 
@@ -289,7 +320,11 @@ impl<'a> Reader<'a> {
                     }
                     items.push(values);
                 }
-                MatValue::Struct { dims, fields, items }
+                MatValue::Struct {
+                    dims,
+                    fields,
+                    items,
+                }
             }
             MX_CHAR => {
                 if dims.len() != 2 || (dims[0] > 1 && dims[1] > 1) {
@@ -299,7 +334,8 @@ impl<'a> Reader<'a> {
                 let text = match el.ty {
                     MI_UTF8 => String::from_utf8_lossy(self.data(&el)).into_owned(),
                     _ => {
-                        let units: Vec<u16> = self.numbers(&el)?.into_iter().map(|u| u as u16).collect();
+                        let units: Vec<u16> =
+                            self.numbers(&el)?.into_iter().map(|u| u as u16).collect();
                         String::from_utf16_lossy(&units)
                     }
                 };
@@ -312,11 +348,19 @@ impl<'a> Reader<'a> {
                 let el = self.element(pos)?;
                 let data = self.numbers(&el)?;
                 if data.len() != count {
-                    return fail(el.data_start, format!("{} values for dimensions {dims:?}", data.len()));
+                    return fail(
+                        el.data_start,
+                        format!("{} values for dimensions {dims:?}", data.len()),
+                    );
                 }
                 MatValue::Numeric { dims, data }
             }
-            other => return fail(start, format!("array class {other} (sparse or object) is not supported")),
+            other => {
+                return fail(
+                    start,
+                    format!("array class {other} (sparse or object) is not supported"),
+                );
+            }
         };
         Ok((name, value))
     }
@@ -329,7 +373,10 @@ impl<'a> Reader<'a> {
         }
         let el = self.element(pos)?;
         if el.ty != MI_MATRIX {
-            return fail(pos, format!("expected a matrix element, found type {}", el.ty));
+            return fail(
+                pos,
+                format!("expected a matrix element, found type {}", el.ty),
+            );
         }
         let (_, value) = self.matrix(el.data_start, el.data_len)?;
         Ok((value, el.next))
@@ -345,8 +392,16 @@ mod tests {
         MatWrite::Struct(
             vec!["relative_im_path", "class", "test"],
             vec![
-                vec![MatWrite::Char("car_ims/000001.jpg".into()), MatWrite::U8(1), MatWrite::U8(0)],
-                vec![MatWrite::Char("car_ims/000002.jpg".into()), MatWrite::U8(120), MatWrite::U8(1)],
+                vec![
+                    MatWrite::Char("car_ims/000001.jpg".into()),
+                    MatWrite::U8(1),
+                    MatWrite::U8(0),
+                ],
+                vec![
+                    MatWrite::Char("car_ims/000002.jpg".into()),
+                    MatWrite::U8(120),
+                    MatWrite::U8(1),
+                ],
             ],
         )
     }
@@ -358,7 +413,10 @@ mod tests {
                 ("annotations", annotations(), compressed),
                 (
                     "class_names",
-                    MatWrite::Cell(vec![MatWrite::Char("AM General Hummer".into()), MatWrite::Char("Ümlaut".into())]),
+                    MatWrite::Cell(vec![
+                        MatWrite::Char("AM General Hummer".into()),
+                        MatWrite::Char("Ümlaut".into()),
+                    ]),
                     compressed,
                 ),
                 ("scores", MatWrite::Doubles(vec![0.5, -2.0, 1e9]), false),
@@ -366,14 +424,21 @@ mod tests {
             let vars = read_variables(&bytes).unwrap();
             let names: Vec<_> = vars.iter().map(|(n, _)| n.as_str()).collect();
             assert_eq!(names, ["annotations", "class_names", "scores"]);
-            let MatValue::Struct { dims, fields, items } = &vars[0].1 else {
+            let MatValue::Struct {
+                dims,
+                fields,
+                items,
+            } = &vars[0].1
+            else {
                 panic!("not a struct: {:?}", vars[0].1)
             };
             assert_eq!(dims, &[1, 2]);
             assert_eq!(fields, &["relative_im_path", "class", "test"]);
             assert_eq!(items[1][0], MatValue::Char("car_ims/000002.jpg".into()));
             assert_eq!(items[1][1].as_scalar(), Some(120.0));
-            let MatValue::Cell { items, .. } = &vars[1].1 else { panic!() };
+            let MatValue::Cell { items, .. } = &vars[1].1 else {
+                panic!()
+            };
             assert_eq!(items[1], MatValue::Char("Ümlaut".into()));
             assert_eq!(
                 vars[2].1,
@@ -390,7 +455,12 @@ mod tests {
         let mut v73 = b"MATLAB 7.3 MAT-file".to_vec();
         v73.resize(200, b' ');
         assert!(read_variables(&v73).unwrap_err().reason.contains("HDF5"));
-        assert!(read_variables(b"hello").unwrap_err().reason.contains("header"));
+        assert!(
+            read_variables(b"hello")
+                .unwrap_err()
+                .reason
+                .contains("header")
+        );
         let bytes = mat_file(&[("annotations", annotations(), false)]);
         let err = read_variables(&bytes[..bytes.len() - 20]).unwrap_err();
         assert!(err.offset >= 128, "{err:?}");

@@ -117,7 +117,10 @@ impl ImageStore {
     pub fn contains(&self, rel: &str) -> bool {
         match &self.kind {
             StoreKind::Directory(root) => root.join(rel).is_file(),
-            StoreKind::Zip(z) => z.archive.index_for_name(&format!("{}{rel}", z.prefix)).is_some(),
+            StoreKind::Zip(z) => z
+                .archive
+                .index_for_name(&format!("{}{rel}", z.prefix))
+                .is_some(),
         }
     }
 
@@ -139,15 +142,15 @@ impl ImageStore {
                 // A clone shares the parsed central directory and the open file; it only owns
                 // its read position, so threads never wait for each other (see PositionedFile).
                 let mut archive = z.archive.clone();
-                let mut entry = archive
-                    .by_name(&format!("{}{rel}", z.prefix))
-                    .map_err(|source| match source {
+                let mut entry = archive.by_name(&format!("{}{rel}", z.prefix)).map_err(
+                    |source| match source {
                         ZipError::FileNotFound => missing(),
                         source => Error::Zip {
                             path: self.display_path(rel),
                             source,
                         },
-                    })?;
+                    },
+                )?;
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
                 entry
                     .read_to_end(&mut bytes)
@@ -208,7 +211,10 @@ impl ImageStore {
                         continue;
                     }
                     let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-                    let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect();
+                    let parts: Vec<_> = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect();
                     files.push(parts.join("/"));
                 }
                 files
@@ -285,7 +291,10 @@ impl Seek for PositionedFile {
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
         self.pos = target.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the file")
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the file",
+            )
         })?;
         Ok(self.pos)
     }
@@ -294,7 +303,7 @@ impl Seek for PositionedFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{write_zip, TempTree};
+    use crate::test_support::{TempTree, write_zip};
 
     #[test]
     fn directory_and_zip_read_the_same_files() {
@@ -302,11 +311,22 @@ mod tests {
         tree.write("a/x.png", b"one");
         tree.write("b/c/y.jpg", b"two");
         let zip = tree.path("data.zip");
-        write_zip(&zip, &[("top/a/x.png", b"one".as_slice()), ("top/b/c/y.jpg", b"two")]);
+        write_zip(
+            &zip,
+            &[
+                ("top/a/x.png", b"one".as_slice()),
+                ("top/b/c/y.jpg", b"two"),
+            ],
+        );
 
         let dir = ImageStore::open(tree.root()).unwrap();
         let archive = ImageStore::open(&zip).unwrap();
-        let dir_files: Vec<_> = dir.files().unwrap().into_iter().filter(|f| f != "data.zip").collect();
+        let dir_files: Vec<_> = dir
+            .files()
+            .unwrap()
+            .into_iter()
+            .filter(|f| f != "data.zip")
+            .collect();
         assert_eq!(dir_files, vec!["a/x.png", "b/c/y.jpg"]);
         assert_eq!(archive.files().unwrap(), dir_files);
         for store in [&dir, &archive] {
@@ -327,10 +347,17 @@ mod tests {
         // "k/" holds an image directly, so it stays part of the names.
         let err = store.read("k/gone.png").unwrap_err().to_string();
         assert!(err.contains("d.zip") && err.contains("k/gone.png"), "{err}");
-        let err = ImageStore::open(tree.path("nowhere")).unwrap_err().to_string();
-        assert!(err.contains("nowhere") && err.contains("not found"), "{err}");
+        let err = ImageStore::open(tree.path("nowhere"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nowhere") && err.contains("not found"),
+            "{err}"
+        );
         tree.write("bad.zip", b"not a zip");
-        let err = ImageStore::open(tree.path("bad.zip")).unwrap_err().to_string();
+        let err = ImageStore::open(tree.path("bad.zip"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.zip"), "{err}");
     }
 
@@ -338,9 +365,13 @@ mod tests {
     fn zip_reads_from_many_threads_at_once() {
         let tree = TempTree::new();
         let zip = tree.path("d.zip");
-        let contents: Vec<(String, Vec<u8>)> =
-            (0..64).map(|i| (format!("f{i}.png"), vec![i as u8; 100 + i])).collect();
-        let entries: Vec<(&str, &[u8])> = contents.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let contents: Vec<(String, Vec<u8>)> = (0..64)
+            .map(|i| (format!("f{i}.png"), vec![i as u8; 100 + i]))
+            .collect();
+        let entries: Vec<(&str, &[u8])> = contents
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
         write_zip(&zip, &entries);
         let store = ImageStore::open(&zip).unwrap();
         std::thread::scope(|s| {

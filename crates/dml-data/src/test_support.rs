@@ -47,7 +47,8 @@ pub(crate) fn png_bytes(width: u32, height: u32, value: u8) -> Vec<u8> {
 pub(crate) fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
     let file = std::fs::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
     for (name, bytes) in entries {
         zip.start_file(*name, options).unwrap();
         zip.write_all(bytes).unwrap();
@@ -106,7 +107,11 @@ fn matrix(name: &str, value: &MatWrite) -> Vec<u8> {
             let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             (6, v.len(), element(MI_DOUBLE, &bytes))
         }
-        MatWrite::Cell(items) => (1, items.len(), items.iter().flat_map(|i| matrix("", i)).collect()),
+        MatWrite::Cell(items) => (
+            1,
+            items.len(),
+            items.iter().flat_map(|i| matrix("", i)).collect(),
+        ),
         MatWrite::Struct(fields, items) => {
             let width = 32usize;
             let mut names = Vec::new();
@@ -151,7 +156,8 @@ pub(crate) fn mat_file(vars: &[(&str, MatWrite, bool)]) -> Vec<u8> {
     for (name, value, compressed) in vars {
         let m = matrix(name, value);
         if *compressed {
-            let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut enc =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             enc.write_all(&m).unwrap();
             let z = enc.finish().unwrap();
             out.extend_from_slice(&MI_COMPRESSED.to_le_bytes());

@@ -115,24 +115,39 @@ impl PipelineConfig {
     pub fn init(&self) -> Result<Pipeline, Error> {
         let c = self.color.channels();
         if self.crop == 0 || self.crop > 4096 {
-            return Err(Error::config("crop", format!("must be in 1..=4096, got {}", self.crop)));
+            return Err(Error::config(
+                "crop",
+                format!("must be in 1..=4096, got {}", self.crop),
+            ));
         }
         if self.resize < self.crop || self.resize > 8192 {
             return Err(Error::config(
                 "resize",
-                format!("must be at least crop ({}) and at most 8192, got {}", self.crop, self.resize),
+                format!(
+                    "must be at least crop ({}) and at most 8192, got {}",
+                    self.crop, self.resize
+                ),
             ));
         }
         if self.mean.len() != c || self.mean.iter().any(|m| !m.is_finite()) {
-            return Err(Error::config("mean", format!("needs {c} finite value(s), got {:?}", self.mean)));
+            return Err(Error::config(
+                "mean",
+                format!("needs {c} finite value(s), got {:?}", self.mean),
+            ));
         }
         if self.std.len() != c || self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(Error::config("std", format!("needs {c} positive value(s), got {:?}", self.std)));
+            return Err(Error::config(
+                "std",
+                format!("needs {c} positive value(s), got {:?}", self.std),
+            ));
         }
         if let Some(a) = &self.affine {
             let ok = |v: f32, hi: f32| v.is_finite() && (0.0..=hi).contains(&v);
             if !ok(a.max_rotation_deg, 180.0) {
-                return Err(Error::config("affine.max_rotation_deg", "must be in [0, 180]"));
+                return Err(Error::config(
+                    "affine.max_rotation_deg",
+                    "must be in [0, 180]",
+                ));
             }
             if !ok(a.max_scale, 0.9) {
                 return Err(Error::config("affine.max_scale", "must be in [0, 0.9]"));
@@ -141,7 +156,9 @@ impl PipelineConfig {
                 return Err(Error::config("affine.max_shift", "must be in [0, 0.5]"));
             }
         }
-        Ok(Pipeline { config: self.clone() })
+        Ok(Pipeline {
+            config: self.clone(),
+        })
     }
 }
 
@@ -201,8 +218,12 @@ impl Pipeline {
         }
     }
 
-    fn apply_typed<P>(&self, img: &ImageBuffer<P, Vec<u8>>, augment: Option<&mut ChaCha8Rng>, out: &mut [f32])
-    where
+    fn apply_typed<P>(
+        &self,
+        img: &ImageBuffer<P, Vec<u8>>,
+        augment: Option<&mut ChaCha8Rng>,
+        out: &mut [f32],
+    ) where
         P: Pixel<Subpixel = u8> + 'static,
     {
         let resized = self.resize(img);
@@ -212,9 +233,22 @@ impl Pipeline {
         let c = P::CHANNEL_COUNT as usize;
         let raw: &[u8] = resized.as_raw();
         let (wi, hi) = (w as i64, h as i64);
-        let at = |x: i64, y: i64, ch: usize| raw[((y.clamp(0, hi - 1) * wi + x.clamp(0, wi - 1)) as usize) * c + ch] as f32;
-        let scale: Vec<f32> = self.config.std.iter().map(|sd| 1.0 / (255.0 * sd)).collect();
-        let shift: Vec<f32> = self.config.mean.iter().zip(&self.config.std).map(|(m, sd)| m / sd).collect();
+        let at = |x: i64, y: i64, ch: usize| {
+            raw[((y.clamp(0, hi - 1) * wi + x.clamp(0, wi - 1)) as usize) * c + ch] as f32
+        };
+        let scale: Vec<f32> = self
+            .config
+            .std
+            .iter()
+            .map(|sd| 1.0 / (255.0 * sd))
+            .collect();
+        let shift: Vec<f32> = self
+            .config
+            .mean
+            .iter()
+            .zip(&self.config.std)
+            .map(|(m, sd)| m / sd)
+            .collect();
         for y in 0..s {
             for x in 0..s {
                 let (xf, yf) = (x as f32, y as f32);
@@ -304,7 +338,9 @@ mod tests {
     use rand::SeedableRng;
 
     fn gradient(w: u32, h: u32) -> DynamicImage {
-        DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 10 + y) as u8])))
+        DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([(x * 10 + y) as u8])
+        }))
     }
 
     fn raw_config(resize: u32, crop: u32) -> PipelineConfig {
@@ -325,7 +361,11 @@ mod tests {
         for y in 0..6 {
             for x in 0..6 {
                 let expected = ((x + 2) * 10 + (y + 2)) as f32;
-                assert!((out[y * 6 + x] - expected).abs() < 1e-3, "({x},{y}) {} vs {expected}", out[y * 6 + x]);
+                assert!(
+                    (out[y * 6 + x] - expected).abs() < 1e-3,
+                    "({x},{y}) {} vs {expected}",
+                    out[y * 6 + x]
+                );
             }
         }
     }
@@ -346,9 +386,17 @@ mod tests {
             // Columns run in steps of 10 (both ways when flipped), rows in steps of 1.
             let step = out[1] - out[0];
             assert!((step.abs() - 10.0).abs() < 1e-3, "{step}");
-            if step < 0.0 { flipped += 1 } else { plain += 1 }
+            if step < 0.0 {
+                flipped += 1
+            } else {
+                plain += 1
+            }
             assert!((out[6] - out[0] - 1.0).abs() < 1e-3);
-            let left = if step < 0.0 { out[5] / 10.0 } else { out[0] / 10.0 };
+            let left = if step < 0.0 {
+                out[5] / 10.0
+            } else {
+                out[0] / 10.0
+            };
             assert!((0.0..=4.0).contains(&left.floor()), "{left}");
         }
         assert!(flipped > 5 && plain > 5, "{flipped} {plain}");
@@ -368,14 +416,23 @@ mod tests {
         let mut out = vec![0.0; 3 * 64];
         p.apply(&img, None, &mut out);
         for (ch, expected) in [(0usize, 1.0f32), (1, -1.0), (2, (0.2 - 1.0) / 0.25)] {
-            assert!(out[ch * 64..(ch + 1) * 64].iter().all(|v| (v - expected).abs() < 1e-4), "channel {ch}");
+            assert!(
+                out[ch * 64..(ch + 1) * 64]
+                    .iter()
+                    .all(|v| (v - expected).abs() < 1e-4),
+                "channel {ch}"
+            );
         }
     }
 
     #[test]
     fn affine_jitter_is_seeded_and_keeps_a_constant_image_constant() {
         let cfg = PipelineConfig {
-            affine: Some(AffineJitter { max_rotation_deg: 15.0, max_scale: 0.1, max_shift: 0.1 }),
+            affine: Some(AffineJitter {
+                max_rotation_deg: 15.0,
+                max_scale: 0.1,
+                max_shift: 0.1,
+            }),
             ..PipelineConfig::characters(16)
         };
         let p = cfg.init().unwrap();
@@ -394,18 +451,34 @@ mod tests {
     #[test]
     fn invalid_settings_name_the_field() {
         let bad = [
-            PipelineConfig { crop: 40, ..PipelineConfig::characters(28) },
-            PipelineConfig { mean: vec![0.5, 0.5], ..PipelineConfig::characters(28) },
-            PipelineConfig { std: vec![0.0], ..PipelineConfig::characters(28) },
             PipelineConfig {
-                affine: Some(AffineJitter { max_rotation_deg: 10.0, max_scale: 2.0, max_shift: 0.1 }),
+                crop: 40,
+                ..PipelineConfig::characters(28)
+            },
+            PipelineConfig {
+                mean: vec![0.5, 0.5],
+                ..PipelineConfig::characters(28)
+            },
+            PipelineConfig {
+                std: vec![0.0],
+                ..PipelineConfig::characters(28)
+            },
+            PipelineConfig {
+                affine: Some(AffineJitter {
+                    max_rotation_deg: 10.0,
+                    max_scale: 2.0,
+                    max_shift: 0.1,
+                }),
                 ..PipelineConfig::characters(28)
             },
         ];
         let fields = ["resize", "mean", "std", "affine.max_scale"];
         for (cfg, field) in bad.iter().zip(fields) {
             let err = cfg.init().unwrap_err();
-            assert!(matches!(err, Error::InvalidConfig { field: f, .. } if f == field), "{err:?}");
+            assert!(
+                matches!(err, Error::InvalidConfig { field: f, .. } if f == field),
+                "{err:?}"
+            );
         }
         assert!(PipelineConfig::photos().init().is_ok());
     }

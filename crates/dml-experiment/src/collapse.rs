@@ -133,7 +133,7 @@ mod tests {
         // Three points on a line at 0, 3, 4 (dim 1) plus a zero second coordinate.
         let s = Spread::of(&[0.0, 0.0, 3.0, 0.0, 4.0, 0.0], 2).unwrap();
         assert!((s.mean_pairwise_distance - (3.0 + 4.0 + 1.0) / 3.0).abs() < 1e-12);
-        let var0 = (49.0 / 9.0 + 4.0 / 9.0 + 25.0 / 9.0) / 3.0;
+        let var0: f64 = (49.0 / 9.0 + 4.0 / 9.0 + 25.0 / 9.0) / 3.0;
         assert!((s.embedding_std - (var0 / 2.0).sqrt()).abs() < 1e-12);
         assert_eq!(Spread::of(&[1.0, 2.0], 2), None);
         assert_eq!(Spread::of(&[1.0, 2.0, 3.0], 2), None);

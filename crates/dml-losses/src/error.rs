@@ -115,6 +115,9 @@ pub enum Error {
         /// The dtype, as burn prints it.
         dtype: String,
     },
+    /// A burn tensor could not be read back to the host.
+    #[error("cannot read a burn tensor: {0}")]
+    TensorRead(String),
     /// A case file (PML format) is malformed or asks for something dml does not know.
     #[error("case file: {0}")]
     Case(String),

@@ -29,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod burn_adapter;
 pub mod cases;
 pub mod distance;
 mod error;
@@ -41,6 +42,7 @@ pub mod reducer;
 pub mod regularizer;
 pub mod tuples;
 
+pub use burn_adapter::{LossModule, LossOutput};
 pub use distance::{Distance, LpPower, Scores};
 pub use error::{Error, Result};
 pub use loss::{ContrastiveLoss, LossKernel, LossKind, LossStats, TripletMarginLoss};

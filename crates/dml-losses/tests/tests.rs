@@ -1,4 +1,5 @@
 //! Integration tests of dml-losses, in one binary (burn is slow to link).
 
+mod adapter;
 mod common;
 mod pml_equivalence;

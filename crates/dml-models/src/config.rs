@@ -276,3 +276,79 @@ impl EmbeddingNetConfig {
         Ok(EmbeddingNet::new(self.clone(), backbone, head))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::test_support::config;
+
+    #[test]
+    fn serde_round_trip_uses_the_cli_names() {
+        for backbone in Backbone::ALL {
+            for head in HeadKind::ALL {
+                let cfg = config(backbone, head, 64, 3);
+                let json = serde_json::to_string(&cfg).unwrap();
+                assert!(json.contains(&format!("\"{}\"", backbone.name())), "{json}");
+                assert!(json.contains(&format!("\"{}\"", head.name())), "{json}");
+                assert_eq!(serde_json::from_str::<EmbeddingNetConfig>(&json).unwrap(), cfg);
+                assert_eq!(backbone.name().parse::<Backbone>().unwrap(), backbone);
+                assert_eq!(head.to_string().parse::<HeadKind>().unwrap(), head);
+            }
+        }
+    }
+
+    #[test]
+    fn survey_baseline_head_names_are_accepted() {
+        let json = r#"{"backbone":"resnet50","head":"fc1024_normalize","embedding_dim":128,"in_channels":3}"#;
+        let cfg: EmbeddingNetConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(cfg.head, HeadKind::Fc1024L2);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let json = r#"{"backbone":"resnet18","head":"direct","embedding_dim":8,"in_channels":3,"embeding_size":4}"#;
+        let err = serde_json::from_str::<EmbeddingNetConfig>(json).unwrap_err();
+        assert!(err.to_string().contains("embeding_size"), "{err}");
+    }
+
+    #[test]
+    fn unknown_names_list_the_choices() {
+        let err = "resnet34".parse::<Backbone>().unwrap_err();
+        assert_eq!(err.name, "resnet34");
+        assert!(err.to_string().contains("small-conv-net, resnet18, resnet50"), "{err}");
+        let err = "fc2048".parse::<HeadKind>().unwrap_err();
+        assert!(err.to_string().contains("direct, direct-l2, fc1024, fc1024-l2"), "{err}");
+        let json = r#"{"backbone":"vgg16","head":"direct","embedding_dim":8,"in_channels":3}"#;
+        let err = serde_json::from_str::<EmbeddingNetConfig>(json).unwrap_err();
+        assert!(err.to_string().contains("vgg16"), "{err}");
+    }
+
+    #[test]
+    fn zero_sizes_are_rejected_by_init() {
+        let device = Device::flex();
+        for (cfg, field) in [
+            (config(Backbone::SmallConvNet, HeadKind::Direct, 0, 1), "embedding_dim"),
+            (config(Backbone::ResNet18, HeadKind::Fc1024, 8, 0), "in_channels"),
+        ] {
+            assert_eq!(cfg.validate(), Err(ConfigError::ZeroSize { field }));
+            let err = cfg.init_seeded(0, &device).unwrap_err();
+            assert!(matches!(err, Error::Config(ConfigError::ZeroSize { field: f }) if f == field));
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn image_shape_check_names_the_problem() {
+        let grey = config(Backbone::SmallConvNet, HeadKind::Direct, 8, 1);
+        assert!(grey.check_image_shape(1, 28, 28).is_ok());
+        assert!(grey.check_image_shape(1, 16, 105).is_ok());
+        let err = grey.check_image_shape(3, 28, 28).unwrap_err();
+        assert!(err.to_string().contains("takes 1 channels"), "{err}");
+        let err = grey.check_image_shape(1, 15, 28).unwrap_err();
+        assert!(err.to_string().contains("at least 16x16"), "{err}");
+        let rgb = config(Backbone::ResNet50, HeadKind::Direct, 8, 3);
+        assert!(rgb.check_image_shape(3, 1, 1).is_ok());
+    }
+}

@@ -106,7 +106,7 @@ mod tests {
     use super::*;
 
     fn values<const D: usize>(param: Param<Tensor<D>>) -> Vec<f32> {
-        param.val().into_data().into_vec::<f32>().unwrap()
+        param.val().into_data().try_into_vec_as::<f32>().unwrap()
     }
 
     #[test]

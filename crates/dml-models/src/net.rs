@@ -52,7 +52,6 @@ impl EmbeddingNet {
 
 #[cfg(test)]
 mod tests {
-    use burn::module::AutodiffModule;
     use burn::tensor::Device;
 
     use crate::test_support::{config, images, values};
@@ -173,7 +172,7 @@ mod tests {
 
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::Tensor;
-    use burn::tensor::backend::Gradients;
+    use burn::tensor::Gradients;
 
     /// Counts trainable parameters and records those without a finite, non-zero gradient.
     struct GradCheck<'a> {

@@ -49,7 +49,7 @@ impl EmbeddingModel for LinearEmbedder {
 
 /// A contrastive loss: mean squared distance of positive pairs plus mean hinge
 /// `relu(margin - d^2)` of negative pairs. `nan_at_call` makes it return NaN on purpose.
-#[derive(Module, Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct PairLoss {
     pub margin: f64,
     pub nan: bool,

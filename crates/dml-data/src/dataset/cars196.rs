@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::Error;
 use crate::dataset::{DatasetSplits, ImageEntry, ImageList, TestSplit};
 use crate::mat5::{self, MatValue};
 use crate::store::ImageStore;
-use crate::Error;
 
 /// Reader for Cars196 (Krause et al., 2013) with the deep metric learning split.
 ///
@@ -57,11 +57,18 @@ impl Cars196Dataset {
                 }
                 let mut unique = HashSet::new();
                 if let Some(dup) = names.iter().find(|n| !unique.insert(n.as_str())) {
-                    return Err(content_error(format!("class name {dup:?} appears twice in class_names")));
+                    return Err(content_error(format!(
+                        "class name {dup:?} appears twice in class_names"
+                    )));
                 }
                 Some(names)
             }
-            Some(other) => return Err(content_error(format!("class_names is a {}, expected a cell array", other.kind()))),
+            Some(other) => {
+                return Err(content_error(format!(
+                    "class_names is a {}, expected a cell array",
+                    other.kind()
+                )));
+            }
         };
 
         let Some(MatValue::Struct { fields, items, .. }) = find("annotations") else {
@@ -86,10 +93,9 @@ impl Cars196Dataset {
                 .filter(|c| *c >= 1.0 && c.fract() == 0.0)
                 .ok_or_else(|| content_error(format!("{at}.class is not a positive integer")))?;
             let name = match &class_names {
-                Some(names) => names
-                    .get(class as usize - 1)
-                    .cloned()
-                    .ok_or_else(|| content_error(format!("{at}.class {class} has no entry in class_names")))?,
+                Some(names) => names.get(class as usize - 1).cloned().ok_or_else(|| {
+                    content_error(format!("{at}.class {class} has no entry in class_names"))
+                })?,
                 None => format!("{class}"),
             };
             let entry = ImageEntry {
@@ -105,8 +111,16 @@ impl Cars196Dataset {
             }
         }
         Ok(DatasetSplits {
-            train: Arc::new(ImageList::new(store.clone(), train, "Cars196 train split (classes 1-98)")?),
-            test: TestSplit::Pooled(Arc::new(ImageList::new(store, test, "Cars196 test split (classes 99-196)")?)),
+            train: Arc::new(ImageList::new(
+                store.clone(),
+                train,
+                "Cars196 train split (classes 1-98)",
+            )?),
+            test: TestSplit::Pooled(Arc::new(ImageList::new(
+                store,
+                test,
+                "Cars196 test split (classes 99-196)",
+            )?)),
         })
     }
 }
@@ -130,17 +144,40 @@ mod tests {
         ]
     }
 
-    const FIELDS: [&str; 7] = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test"];
+    const FIELDS: [&str; 7] = [
+        "relative_im_path",
+        "bbox_x1",
+        "bbox_y1",
+        "bbox_x2",
+        "bbox_y2",
+        "class",
+        "test",
+    ];
 
     fn fabricate(tree: &TempTree, compressed: bool, with_names: bool) {
-        let annos = [("car_ims/000001.jpg", 1, 0), ("car_ims/000002.jpg", 98, 1), ("car_ims/000003.jpg", 99, 0), ("car_ims/000004.jpg", 196, 1), ("car_ims/000005.jpg", 1, 1)];
+        let annos = [
+            ("car_ims/000001.jpg", 1, 0),
+            ("car_ims/000002.jpg", 98, 1),
+            ("car_ims/000003.jpg", 99, 0),
+            ("car_ims/000004.jpg", 196, 1),
+            ("car_ims/000005.jpg", 1, 1),
+        ];
         for (i, (p, _, _)) in annos.iter().enumerate() {
             tree.write_png(p, i as u8 + 1);
         }
-        let items = annos.iter().map(|(p, c, t)| annotation(p, *c, *t)).collect();
-        let mut vars = vec![("annotations", MatWrite::Struct(FIELDS.to_vec(), items), compressed)];
+        let items = annos
+            .iter()
+            .map(|(p, c, t)| annotation(p, *c, *t))
+            .collect();
+        let mut vars = vec![(
+            "annotations",
+            MatWrite::Struct(FIELDS.to_vec(), items),
+            compressed,
+        )];
         if with_names {
-            let names = (1..=196).map(|c| MatWrite::Char(format!("Make {c:03} Sedan 2012"))).collect();
+            let names = (1..=196)
+                .map(|c| MatWrite::Char(format!("Make {c:03} Sedan 2012")))
+                .collect();
             vars.push(("class_names", MatWrite::Cell(names), compressed));
         }
         tree.write("cars_annos.mat", &mat_file(&vars));
@@ -157,7 +194,10 @@ mod tests {
             assert_eq!((train.len(), test.len()), (3, 2));
             assert_eq!(train.labels(), [0, 1, 0]);
             if with_names {
-                assert_eq!(test.class_names(), ["Make 099 Sedan 2012", "Make 196 Sedan 2012"]);
+                assert_eq!(
+                    test.class_names(),
+                    ["Make 099 Sedan 2012", "Make 196 Sedan 2012"]
+                );
             } else {
                 assert_eq!(test.class_names(), ["99", "196"]);
             }
@@ -170,17 +210,40 @@ mod tests {
         let tree = TempTree::new();
         tree.write(
             "cars_annos.mat",
-            &mat_file(&[("annotations", MatWrite::Struct(vec!["relative_im_path"], vec![vec![MatWrite::Char("a.jpg".into())]]), false)]),
+            &mat_file(&[(
+                "annotations",
+                MatWrite::Struct(
+                    vec!["relative_im_path"],
+                    vec![vec![MatWrite::Char("a.jpg".into())]],
+                ),
+                false,
+            )]),
         );
         let err = Cars196Dataset::open(tree.root()).unwrap_err().to_string();
-        assert!(err.contains("cars_annos.mat") && err.contains("`class`"), "{err}");
+        assert!(
+            err.contains("cars_annos.mat") && err.contains("`class`"),
+            "{err}"
+        );
 
-        tree.write("cars_annos.mat", &mat_file(&[("annotations", MatWrite::Struct(FIELDS.to_vec(), vec![annotation("car_ims/none.jpg", 3, 0)]), true)]));
+        tree.write(
+            "cars_annos.mat",
+            &mat_file(&[(
+                "annotations",
+                MatWrite::Struct(FIELDS.to_vec(), vec![annotation("car_ims/none.jpg", 3, 0)]),
+                true,
+            )]),
+        );
         let err = Cars196Dataset::open(tree.root()).unwrap_err().to_string();
-        assert!(err.contains("car_ims/none.jpg") && err.contains("annotations(1)"), "{err}");
+        assert!(
+            err.contains("car_ims/none.jpg") && err.contains("annotations(1)"),
+            "{err}"
+        );
 
         tree.write("cars_annos.mat", b"MATLAB 5.0 MAT-file, truncated");
         let err = Cars196Dataset::open(tree.root()).unwrap_err().to_string();
-        assert!(err.contains("cars_annos.mat") && err.contains("byte"), "{err}");
+        assert!(
+            err.contains("cars_annos.mat") && err.contains("byte"),
+            "{err}"
+        );
     }
 }

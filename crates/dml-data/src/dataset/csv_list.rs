@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use crate::Error;
 use crate::dataset::{ImageEntry, ImageList};
 use crate::store::ImageStore;
-use crate::Error;
 
 /// Reader for CSV image lists.
 ///
@@ -29,7 +29,10 @@ impl CsvListDataset {
         })?;
         let store = ImageStore::open(root)?;
         let mut entries = Vec::new();
-        let file_name = list.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = list
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for (i, line) in text.lines().enumerate() {
             let line_no = i + 1;
             if line.trim().is_empty() {
@@ -43,11 +46,18 @@ impl CsvListDataset {
                 ));
             };
             let (label, path) = (label.trim(), path.trim());
-            if entries.is_empty() && label.eq_ignore_ascii_case("label") && path.eq_ignore_ascii_case("path") {
+            if entries.is_empty()
+                && label.eq_ignore_ascii_case("label")
+                && path.eq_ignore_ascii_case("path")
+            {
                 continue;
             }
             if label.is_empty() || path.is_empty() {
-                return Err(Error::malformed(list, line_no, format!("empty label or path: {line:?}")));
+                return Err(Error::malformed(
+                    list,
+                    line_no,
+                    format!("empty label or path: {line:?}"),
+                ));
             }
             entries.push(ImageEntry {
                 path: path.to_owned(),
@@ -63,8 +73,8 @@ impl CsvListDataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::TempTree;
     use crate::Dataset;
+    use crate::test_support::TempTree;
 
     #[test]
     fn reads_labels_and_paths_with_header_blank_lines_and_commas() {
@@ -72,7 +82,10 @@ mod tests {
         tree.write_png("imgs/a,1.png", 1);
         tree.write_png("imgs/b.png", 2);
         tree.write_png("imgs/c.png", 3);
-        tree.write("list.csv", b"label,path\n3, imgs/a,1.png\n\n1,imgs/b.png\r\n3,imgs/c.png\n");
+        tree.write(
+            "list.csv",
+            b"label,path\n3, imgs/a,1.png\n\n1,imgs/b.png\r\n3,imgs/c.png\n",
+        );
         let list = CsvListDataset::open(tree.path("list.csv"), tree.root()).unwrap();
         assert_eq!(list.len(), 3);
         assert_eq!(list.class_names(), ["1", "3"]);
@@ -87,7 +100,10 @@ mod tests {
         tree.write_png("x.png", 0);
         tree.write("short.csv", b"0,x.png\n0 x.png\n");
         let err = CsvListDataset::open(tree.path("short.csv"), tree.root()).unwrap_err();
-        assert!(matches!(err, Error::MalformedLine { line: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, Error::MalformedLine { line: 2, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("short.csv:2"), "{err}");
 
         tree.write("empty_label.csv", b"0,x.png\n ,x.png\n");
@@ -95,10 +111,17 @@ mod tests {
         assert!(err.to_string().contains("empty_label.csv:2"), "{err}");
 
         tree.write("gone.csv", b"0,x.png\n1,missing.png\n");
-        let err = CsvListDataset::open(tree.path("gone.csv"), tree.root()).unwrap_err().to_string();
-        assert!(err.contains("missing.png") && err.contains("gone.csv:2"), "{err}");
+        let err = CsvListDataset::open(tree.path("gone.csv"), tree.root())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing.png") && err.contains("gone.csv:2"),
+            "{err}"
+        );
 
-        let err = CsvListDataset::open(tree.path("nope.csv"), tree.root()).unwrap_err().to_string();
+        let err = CsvListDataset::open(tree.path("nope.csv"), tree.root())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope.csv"), "{err}");
     }
 }

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::Error;
 use crate::dataset::table::{self, UniqueIds};
 use crate::dataset::{DatasetSplits, ImageEntry, ImageList, TestSplit};
 use crate::store::ImageStore;
-use crate::Error;
 
 /// Reader for CUB-200-2011 (Wah et al., 2011) with the deep metric learning split.
 ///
@@ -50,7 +50,10 @@ impl Cub200Dataset {
             let Some((class, _)) = class_of.remove(&image) else {
                 return Err(Error::Mismatch {
                     path: labels_path,
-                    reason: format!("has no class for image {image} (images.txt line {})", row.line),
+                    reason: format!(
+                        "has no class for image {image} (images.txt line {})",
+                        row.line
+                    ),
                 });
             };
             let rel = row.fields[1];
@@ -77,7 +80,11 @@ impl Cub200Dataset {
             });
         }
         Ok(DatasetSplits {
-            train: Arc::new(ImageList::new(store.clone(), train, "CUB-200-2011 train split (classes 1-100)")?),
+            train: Arc::new(ImageList::new(
+                store.clone(),
+                train,
+                "CUB-200-2011 train split (classes 1-100)",
+            )?),
             test: TestSplit::Pooled(Arc::new(ImageList::new(
                 store,
                 test,
@@ -95,7 +102,12 @@ mod tests {
 
     /// A CUB tree with classes 1, 2, 101 and 150, two images each.
     fn fabricate(tree: &TempTree) {
-        let classes = [(1, "001.Black_footed_Albatross"), (2, "002.Laysan_Albatross"), (101, "101.White_Pelican"), (150, "150.Sage_Thrasher")];
+        let classes = [
+            (1, "001.Black_footed_Albatross"),
+            (2, "002.Laysan_Albatross"),
+            (101, "101.White_Pelican"),
+            (150, "150.Sage_Thrasher"),
+        ];
         let (mut images, mut labels) = (String::new(), String::new());
         let mut id = 0;
         for (class, folder) in classes {
@@ -118,8 +130,14 @@ mod tests {
         let splits = Cub200Dataset::open(tree.path("CUB_200_2011")).unwrap();
         let train = splits.get(Split::Train).unwrap();
         let test = splits.get(Split::Test).unwrap();
-        assert_eq!(train.class_names(), ["001.Black_footed_Albatross", "002.Laysan_Albatross"]);
-        assert_eq!(test.class_names(), ["101.White_Pelican", "150.Sage_Thrasher"]);
+        assert_eq!(
+            train.class_names(),
+            ["001.Black_footed_Albatross", "002.Laysan_Albatross"]
+        );
+        assert_eq!(
+            test.class_names(),
+            ["101.White_Pelican", "150.Sage_Thrasher"]
+        );
         assert_eq!(train.labels(), [0, 0, 1, 1]);
         assert_eq!(test.len(), 4);
         // Image 5 is the first test image; its pixels hold its id (a PNG named .jpg decodes by content).
@@ -133,21 +151,44 @@ mod tests {
         fabricate(&tree);
         let root = tree.path("CUB_200_2011");
         let labels = std::fs::read_to_string(root.join("image_class_labels.txt")).unwrap();
-        tree.write("CUB_200_2011/image_class_labels.txt", labels.replace("3 2\n", "").as_bytes());
+        tree.write(
+            "CUB_200_2011/image_class_labels.txt",
+            labels.replace("3 2\n", "").as_bytes(),
+        );
         let err = Cub200Dataset::open(&root).unwrap_err().to_string();
-        assert!(err.contains("image_class_labels.txt") && err.contains("image 3") && err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("image_class_labels.txt")
+                && err.contains("image 3")
+                && err.contains("line 3"),
+            "{err}"
+        );
 
-        tree.write("CUB_200_2011/image_class_labels.txt", format!("{labels}9 1\n").as_bytes());
+        tree.write(
+            "CUB_200_2011/image_class_labels.txt",
+            format!("{labels}9 1\n").as_bytes(),
+        );
         let err = Cub200Dataset::open(&root).unwrap_err().to_string();
-        assert!(err.contains("images.txt") && err.contains("image 9"), "{err}");
+        assert!(
+            err.contains("images.txt") && err.contains("image 9"),
+            "{err}"
+        );
 
-        tree.write("CUB_200_2011/image_class_labels.txt", format!("{labels}2 1\n").as_bytes());
+        tree.write(
+            "CUB_200_2011/image_class_labels.txt",
+            format!("{labels}2 1\n").as_bytes(),
+        );
         let err = Cub200Dataset::open(&root).unwrap_err().to_string();
-        assert!(err.contains("image_class_labels.txt:9") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("image_class_labels.txt:9") && err.contains("line 2"),
+            "{err}"
+        );
 
         tree.write("CUB_200_2011/image_class_labels.txt", labels.as_bytes());
         std::fs::remove_file(root.join("images/101.White_Pelican/img_0.jpg")).unwrap();
         let err = Cub200Dataset::open(&root).unwrap_err().to_string();
-        assert!(err.contains("101.White_Pelican/img_0.jpg") && err.contains("images.txt:5"), "{err}");
+        assert!(
+            err.contains("101.White_Pelican/img_0.jpg") && err.contains("images.txt:5"),
+            "{err}"
+        );
     }
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::Error;
 use crate::dataset::{ImageEntry, ImageList};
 use crate::store::{ImageStore, is_hidden, is_image_path};
-use crate::Error;
 
 /// Reader for `root/<class>/.../<image>` trees (torchvision's `ImageFolder` layout).
 ///
@@ -21,8 +21,11 @@ impl ImageFolderDataset {
     pub fn open(root: impl AsRef<Path>) -> Result<ImageList, Error> {
         let root = root.as_ref();
         let store = ImageStore::open(root)?;
-        let mut by_class: BTreeMap<String, Vec<String>> =
-            store.folders()?.into_iter().map(|f| (f, Vec::new())).collect();
+        let mut by_class: BTreeMap<String, Vec<String>> = store
+            .folders()?
+            .into_iter()
+            .map(|f| (f, Vec::new()))
+            .collect();
         for file in store.files()? {
             if !is_image_path(&file) {
                 continue;
@@ -31,11 +34,15 @@ impl ImageFolderDataset {
                 None => {
                     return Err(Error::Layout {
                         path: store.display_path(&file),
-                        reason: "image outside any class folder; expected root/<class>/<image>".into(),
+                        reason: "image outside any class folder; expected root/<class>/<image>"
+                            .into(),
                     });
                 }
                 Some((class, _)) if !is_hidden(class) => {
-                    by_class.entry(class.to_owned()).or_default().push(file.clone());
+                    by_class
+                        .entry(class.to_owned())
+                        .or_default()
+                        .push(file.clone());
                 }
                 Some(_) => {}
             }
@@ -97,7 +104,11 @@ mod tests {
             assert_eq!(list.labels(), [0, 0, 1]);
             assert_eq!(list.load(1).unwrap().to_luma8().get_pixel(0, 0).0, [20]);
         }
-        assert!(zip.describe(2).ends_with("data.zip/wrap/dog/3.png"), "{}", zip.describe(2));
+        assert!(
+            zip.describe(2).ends_with("data.zip/wrap/dog/3.png"),
+            "{}",
+            zip.describe(2)
+        );
     }
 
     #[test]
@@ -106,10 +117,15 @@ mod tests {
         tree.write_png("a/cat/1.png", 1);
         tree.write("a/empty/readme.txt", b"x");
         let err = ImageFolderDataset::open(tree.path("a")).unwrap_err();
-        assert!(matches!(&err, Error::EmptyClass { class, .. } if class == "empty"), "{err:?}");
+        assert!(
+            matches!(&err, Error::EmptyClass { class, .. } if class == "empty"),
+            "{err:?}"
+        );
         tree.write_png("b/cat/1.png", 1);
         tree.write_png("b/loose.png", 1);
-        let err = ImageFolderDataset::open(tree.path("b")).unwrap_err().to_string();
+        let err = ImageFolderDataset::open(tree.path("b"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("loose.png"), "{err}");
         std::fs::create_dir_all(tree.path("c")).unwrap();
         assert!(ImageFolderDataset::open(tree.path("c")).is_err());

@@ -58,7 +58,9 @@ impl ImageList {
     /// has a super-class or none does.
     pub fn new(store: ImageStore, entries: Vec<ImageEntry>, what: &str) -> Result<Self, Error> {
         if entries.is_empty() {
-            return Err(Error::EmptyDataset { what: what.to_owned() });
+            return Err(Error::EmptyDataset {
+                what: what.to_owned(),
+            });
         }
         if let Some(e) = entries.par_iter().find_first(|e| !store.contains(&e.path)) {
             return Err(Error::MissingFile {
@@ -67,7 +69,10 @@ impl ImageList {
             });
         }
         let (class_ids, class_names) = dense_ids(entries.iter().map(|e| e.class.as_str()));
-        let labels = entries.iter().map(|e| class_ids[e.class.as_str()]).collect();
+        let labels = entries
+            .iter()
+            .map(|e| class_ids[e.class.as_str()])
+            .collect();
         let (super_labels, super_class_names) = if entries.iter().all(|e| e.super_class.is_some()) {
             let (ids, names) = dense_ids(entries.iter().filter_map(|e| e.super_class.as_deref()));
             let labels = entries
@@ -101,7 +106,10 @@ impl ImageList {
             paths: indices.iter().map(|&i| self.paths[i].clone()).collect(),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             class_names: self.class_names.clone(),
-            super_labels: self.super_labels.as_ref().map(|s| indices.iter().map(|&i| s[i]).collect()),
+            super_labels: self
+                .super_labels
+                .as_ref()
+                .map(|s| indices.iter().map(|&i| s[i]).collect()),
             super_class_names: self.super_class_names.clone(),
         }
     }
@@ -147,7 +155,10 @@ impl Dataset for ImageList {
     }
 
     fn describe(&self, index: usize) -> String {
-        self.store.display_path(&self.paths[index]).display().to_string()
+        self.store
+            .display_path(&self.paths[index])
+            .display()
+            .to_string()
     }
 }
 
@@ -200,13 +211,18 @@ mod tests {
         let err = ImageList::new(store.clone(), vec![entry("gone.png", "a", None)], "x")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("gone.png") && err.contains("list.txt:gone.png"), "{err}");
+        assert!(
+            err.contains("gone.png") && err.contains("list.txt:gone.png"),
+            "{err}"
+        );
         let list = ImageList::new(store.clone(), vec![entry("bad.png", "a", None)], "x").unwrap();
         let err = list.load(0).unwrap_err();
         assert!(matches!(err, Error::Decode { .. }), "{err:?}");
         assert!(err.to_string().contains("bad.png"), "{err}");
         assert!(crate::verify_images(&list).is_err());
-        let err = ImageList::new(store, vec![], "empty split").unwrap_err().to_string();
+        let err = ImageList::new(store, vec![], "empty split")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("empty split"), "{err}");
     }
 }

@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::Error;
 use crate::dataset::table::{self, UniqueIds};
 use crate::dataset::{DatasetSplits, ImageEntry, ImageList, TestSplit};
 use crate::store::ImageStore;
-use crate::Error;
 
 /// Reader for In-Shop Clothes Retrieval (Liu et al., 2016).
 ///
@@ -37,18 +37,29 @@ impl InShopDataset {
 
         let mut lines = text.lines();
         let count_line = lines.next().unwrap_or("").trim();
-        let count: usize = count_line
-            .parse()
-            .map_err(|_| Error::malformed(&path, 1, format!("expected the image count, found {count_line:?}")))?;
+        let count: usize = count_line.parse().map_err(|_| {
+            Error::malformed(
+                &path,
+                1,
+                format!("expected the image count, found {count_line:?}"),
+            )
+        })?;
         let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
         if header != HEADER {
-            return Err(Error::malformed(&path, 2, format!("expected the header `{}`", HEADER.join(" "))));
+            return Err(Error::malformed(
+                &path,
+                2,
+                format!("expected the header `{}`", HEADER.join(" ")),
+            ));
         }
         let rows = table::rows(&text, &path, 2, 3)?;
         if rows.len() != count {
             return Err(Error::Mismatch {
                 path,
-                reason: format!("line 1 announces {count} images but {} are listed", rows.len()),
+                reason: format!(
+                    "line 1 announces {count} images but {} are listed",
+                    rows.len()
+                ),
             });
         }
 
@@ -79,7 +90,9 @@ impl InShopDataset {
                     return Err(Error::malformed(
                         &path,
                         row.line,
-                        format!("evaluation_status must be train, query or gallery, found {other:?}"),
+                        format!(
+                            "evaluation_status must be train, query or gallery, found {other:?}"
+                        ),
                     ));
                 }
             }
@@ -90,9 +103,15 @@ impl InShopDataset {
         };
         let eval = ImageList::new(image_root.clone(), eval, "In-Shop query and gallery")?;
         let split = |query: bool| -> Result<Arc<ImageList>, Error> {
-            let indices: Vec<usize> = (0..is_query.len()).filter(|&i| is_query[i] == query).collect();
+            let indices: Vec<usize> = (0..is_query.len())
+                .filter(|&i| is_query[i] == query)
+                .collect();
             if indices.is_empty() {
-                let what = if query { "In-Shop query split" } else { "In-Shop gallery split" };
+                let what = if query {
+                    "In-Shop query split"
+                } else {
+                    "In-Shop gallery split"
+                };
                 return Err(Error::EmptyDataset { what: what.into() });
             }
             Ok(Arc::new(eval.subset(&indices)))
@@ -128,11 +147,31 @@ mod tests {
         fabricate(
             &tree,
             &[
-                ("img/WOMEN/Dresses/id_00000002/02_1_front.jpg", "id_00000002", "train"),
-                ("img/WOMEN/Dresses/id_00000002/02_2_side.jpg", "id_00000002", "train"),
-                ("img/MEN/Denim/id_00000080/01_1_front.jpg", "id_00000080", "gallery"),
-                ("img/MEN/Denim/id_00000009/01_1_front.jpg", "id_00000009", "gallery"),
-                ("img/MEN/Denim/id_00000080/01_2_side.jpg", "id_00000080", "query"),
+                (
+                    "img/WOMEN/Dresses/id_00000002/02_1_front.jpg",
+                    "id_00000002",
+                    "train",
+                ),
+                (
+                    "img/WOMEN/Dresses/id_00000002/02_2_side.jpg",
+                    "id_00000002",
+                    "train",
+                ),
+                (
+                    "img/MEN/Denim/id_00000080/01_1_front.jpg",
+                    "id_00000080",
+                    "gallery",
+                ),
+                (
+                    "img/MEN/Denim/id_00000009/01_1_front.jpg",
+                    "id_00000009",
+                    "gallery",
+                ),
+                (
+                    "img/MEN/Denim/id_00000080/01_2_side.jpg",
+                    "id_00000080",
+                    "query",
+                ),
             ],
         );
         let splits = InShopDataset::open(tree.root()).unwrap();
@@ -151,10 +190,22 @@ mod tests {
     #[test]
     fn bad_status_and_wrong_count_are_errors_naming_the_line() {
         let tree = TempTree::new();
-        fabricate(&tree, &[("img/A/B/id_1/x.jpg", "id_1", "train"), ("img/A/B/id_1/y.jpg", "id_1", "validation")]);
+        fabricate(
+            &tree,
+            &[
+                ("img/A/B/id_1/x.jpg", "id_1", "train"),
+                ("img/A/B/id_1/y.jpg", "id_1", "validation"),
+            ],
+        );
         let err = InShopDataset::open(tree.root()).unwrap_err().to_string();
-        assert!(err.contains("list_eval_partition.txt:4") && err.contains("validation"), "{err}");
-        tree.write("Eval/list_eval_partition.txt", b"3\nimage_name item_id evaluation_status\nimg/A/B/id_1/x.jpg id_1 train\n");
+        assert!(
+            err.contains("list_eval_partition.txt:4") && err.contains("validation"),
+            "{err}"
+        );
+        tree.write(
+            "Eval/list_eval_partition.txt",
+            b"3\nimage_name item_id evaluation_status\nimg/A/B/id_1/x.jpg id_1 train\n",
+        );
         let err = InShopDataset::open(tree.root()).unwrap_err().to_string();
         assert!(err.contains("announces 3"), "{err}");
     }

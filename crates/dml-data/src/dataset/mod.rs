@@ -76,7 +76,9 @@ pub trait Dataset: Send + Sync {
 /// Decodes every sample once, on rayon's threads, and returns the first failure: a check that
 /// no corrupt image hides in a dataset before a long run meets it.
 pub fn verify_images(dataset: &dyn Dataset) -> Result<(), Error> {
-    (0..dataset.len()).into_par_iter().try_for_each(|i| dataset.load(i).map(drop))
+    (0..dataset.len())
+        .into_par_iter()
+        .try_for_each(|i| dataset.load(i).map(drop))
 }
 
 /// A named part of a dataset's standard protocol.
@@ -133,7 +135,12 @@ struct Summary<'a>(&'a dyn Dataset);
 
 impl std::fmt::Debug for Summary<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} images, {} classes", self.0.len(), self.0.class_names().len())
+        write!(
+            f,
+            "{} images, {} classes",
+            self.0.len(),
+            self.0.class_names().len()
+        )
     }
 }
 

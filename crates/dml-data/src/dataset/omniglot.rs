@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::Error;
 use crate::dataset::{ImageEntry, ImageList};
 use crate::store::{ImageStore, is_image_path};
-use crate::Error;
 
 /// What an Omniglot sample's class is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,7 +31,11 @@ pub struct OmniglotDataset;
 impl OmniglotDataset {
     /// Lists the drawings under `root`, labelled by `label`, keeping only the alphabets named in
     /// `alphabets` when it is given (an unknown name is an error listing the known ones).
-    pub fn open(root: impl AsRef<Path>, label: OmniglotLabel, alphabets: Option<&[String]>) -> Result<ImageList, Error> {
+    pub fn open(
+        root: impl AsRef<Path>,
+        label: OmniglotLabel,
+        alphabets: Option<&[String]>,
+    ) -> Result<ImageList, Error> {
         let root = root.as_ref();
         let store = ImageStore::open(root)?;
         let mut entries = Vec::new();
@@ -58,7 +62,10 @@ impl OmniglotDataset {
             });
         }
         if let Some(wanted) = alphabets {
-            let available: BTreeSet<&str> = entries.iter().filter_map(|e| e.super_class.as_deref()).collect();
+            let available: BTreeSet<&str> = entries
+                .iter()
+                .filter_map(|e| e.super_class.as_deref())
+                .collect();
             if let Some(unknown) = wanted.iter().find(|w| !available.contains(w.as_str())) {
                 return Err(Error::UnknownName {
                     kind: "alphabet",
@@ -82,7 +89,10 @@ mod tests {
         for alphabet in ["Greek", "Latin"] {
             for character in ["character01", "character02"] {
                 for drawer in 0..3 {
-                    tree.write_png(&format!("omni/{alphabet}/{character}/01{drawer}_x.png"), drawer);
+                    tree.write_png(
+                        &format!("omni/{alphabet}/{character}/01{drawer}_x.png"),
+                        drawer,
+                    );
                 }
             }
         }
@@ -92,30 +102,50 @@ mod tests {
     fn character_or_alphabet_labels_with_alphabet_super_classes() {
         let tree = TempTree::new();
         fabricate(&tree);
-        let chars = OmniglotDataset::open(tree.path("omni"), OmniglotLabel::Character, None).unwrap();
+        let chars =
+            OmniglotDataset::open(tree.path("omni"), OmniglotLabel::Character, None).unwrap();
         assert_eq!(chars.len(), 12);
         assert_eq!(chars.class_names().len(), 4);
         assert_eq!(chars.class_names()[2], "Latin/character01");
         assert_eq!(chars.super_class_names(), ["Greek", "Latin"]);
-        let alpha = OmniglotDataset::open(tree.path("omni"), OmniglotLabel::Alphabet, None).unwrap();
+        let alpha =
+            OmniglotDataset::open(tree.path("omni"), OmniglotLabel::Alphabet, None).unwrap();
         assert_eq!(alpha.class_names(), ["Greek", "Latin"]);
-        let supers: Vec<usize> = (0..alpha.len()).map(|i| alpha.super_label(i).unwrap()).collect();
+        let supers: Vec<usize> = (0..alpha.len())
+            .map(|i| alpha.super_label(i).unwrap())
+            .collect();
         assert_eq!(alpha.labels(), supers);
-        let latin = OmniglotDataset::open(tree.path("omni"), OmniglotLabel::Character, Some(&["Latin".to_owned()])).unwrap();
+        let latin = OmniglotDataset::open(
+            tree.path("omni"),
+            OmniglotLabel::Character,
+            Some(&["Latin".to_owned()]),
+        )
+        .unwrap();
         assert_eq!(latin.len(), 6);
-        let err = OmniglotDataset::open(tree.path("omni"), OmniglotLabel::Character, Some(&["Klingon".to_owned()]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("Klingon") && err.contains("Greek, Latin"), "{err}");
+        let err = OmniglotDataset::open(
+            tree.path("omni"),
+            OmniglotLabel::Character,
+            Some(&["Klingon".to_owned()]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("Klingon") && err.contains("Greek, Latin"),
+            "{err}"
+        );
     }
 
     /// The real background_small1 archive: 5 alphabets, 136 characters of 20 drawings each,
     /// 105x105 pixels.
     #[test]
     fn reads_the_real_small1_zip() {
-        let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/omniglot/images_background_small1.zip");
+        let zip = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/datasets/omniglot/images_background_small1.zip");
         let list = OmniglotDataset::open(&zip, OmniglotLabel::Character, None).unwrap();
-        assert_eq!(list.super_class_names(), ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"]);
+        assert_eq!(
+            list.super_class_names(),
+            ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"]
+        );
         assert_eq!(list.class_names().len(), 136);
         assert_eq!(list.len(), 136 * 20);
         let mut per_class = vec![0; 136];

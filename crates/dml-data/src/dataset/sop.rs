@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::Error;
 use crate::dataset::table::{self, UniqueIds};
 use crate::dataset::{DatasetSplits, ImageEntry, ImageList, TestSplit};
 use crate::store::ImageStore;
-use crate::Error;
 
 /// Reader for Stanford Online Products (Song et al., 2016).
 ///
@@ -26,8 +26,16 @@ impl SopDataset {
         let train = read_split(&store, "Ebay_train.txt")?;
         let test = read_split(&store, "Ebay_test.txt")?;
         Ok(DatasetSplits {
-            train: Arc::new(ImageList::new(store.clone(), train, "SOP train split (Ebay_train.txt)")?),
-            test: TestSplit::Pooled(Arc::new(ImageList::new(store, test, "SOP test split (Ebay_test.txt)")?)),
+            train: Arc::new(ImageList::new(
+                store.clone(),
+                train,
+                "SOP train split (Ebay_train.txt)",
+            )?),
+            test: TestSplit::Pooled(Arc::new(ImageList::new(
+                store,
+                test,
+                "SOP test split (Ebay_test.txt)",
+            )?)),
         })
     }
 }
@@ -35,9 +43,18 @@ impl SopDataset {
 fn read_split(store: &ImageStore, file: &str) -> Result<Vec<ImageEntry>, Error> {
     let path = store.display_path(file);
     let text = store.read_text(file)?;
-    let header: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     if header != HEADER {
-        return Err(Error::malformed(&path, 1, format!("expected the header `{}`", HEADER.join(" "))));
+        return Err(Error::malformed(
+            &path,
+            1,
+            format!("expected the header `{}`", HEADER.join(" ")),
+        ));
     }
     let mut ids = UniqueIds::new(&path);
     let mut entries = Vec::new();
@@ -71,12 +88,19 @@ mod tests {
         let header = "image_id class_id super_class_id path\n";
         let mut train = header.to_owned();
         let mut test = header.to_owned();
-        let rows = [(1, 1, 1, "bicycle_final/111_0.JPG"), (2, 1, 1, "bicycle_final/111_1.JPG"), (3, 2, 2, "cabinet_final/222_0.JPG")];
+        let rows = [
+            (1, 1, 1, "bicycle_final/111_0.JPG"),
+            (2, 1, 1, "bicycle_final/111_1.JPG"),
+            (3, 2, 2, "cabinet_final/222_0.JPG"),
+        ];
         for (id, class, sup, p) in rows {
             tree.write_png(p, id as u8);
             train += &format!("{id} {class} {sup} {p}\n");
         }
-        for (id, class, sup, p) in [(4, 11319, 1, "bicycle_final/333_0.JPG"), (5, 11319, 1, "bicycle_final/333_1.JPG")] {
+        for (id, class, sup, p) in [
+            (4, 11319, 1, "bicycle_final/333_0.JPG"),
+            (5, 11319, 1, "bicycle_final/333_1.JPG"),
+        ] {
             tree.write_png(p, id as u8);
             test += &format!("{id} {class} {sup} {p}\n");
         }
@@ -92,7 +116,10 @@ mod tests {
         let train = splits.get(Split::Train).unwrap();
         assert_eq!(train.labels(), [0, 0, 1]);
         assert_eq!(train.class_names(), ["1", "2"]);
-        assert_eq!(train.super_class_names(), ["bicycle_final", "cabinet_final"]);
+        assert_eq!(
+            train.super_class_names(),
+            ["bicycle_final", "cabinet_final"]
+        );
         assert_eq!(train.super_label(2), Some(1));
         let test = splits.get(Split::Test).unwrap();
         assert_eq!(test.class_names(), ["11319"]);
@@ -106,8 +133,14 @@ mod tests {
         tree.write("Ebay_test.txt", b"id class path\n");
         let err = SopDataset::open(tree.root()).unwrap_err().to_string();
         assert!(err.contains("Ebay_test.txt:1"), "{err}");
-        tree.write("Ebay_test.txt", b"image_id class_id super_class_id path\n4 11319 bicycle_final/333_0.JPG\n");
+        tree.write(
+            "Ebay_test.txt",
+            b"image_id class_id super_class_id path\n4 11319 bicycle_final/333_0.JPG\n",
+        );
         let err = SopDataset::open(tree.root()).unwrap_err().to_string();
-        assert!(err.contains("Ebay_test.txt:2") && err.contains("expected 4 fields"), "{err}");
+        assert!(
+            err.contains("Ebay_test.txt:2") && err.contains("expected 4 fields"),
+            "{err}"
+        );
     }
 }

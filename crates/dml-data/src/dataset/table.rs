@@ -16,7 +16,12 @@ pub(crate) struct Row<'a> {
 
 /// The non-blank lines of `text` after its first `skip` lines, each split into exactly
 /// `columns` fields; `path` only names the file in errors.
-pub(crate) fn rows<'a>(text: &'a str, path: &Path, skip: usize, columns: usize) -> Result<Vec<Row<'a>>, Error> {
+pub(crate) fn rows<'a>(
+    text: &'a str,
+    path: &Path,
+    skip: usize,
+    columns: usize,
+) -> Result<Vec<Row<'a>>, Error> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(skip) {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -27,10 +32,16 @@ pub(crate) fn rows<'a>(text: &'a str, path: &Path, skip: usize, columns: usize) 
             return Err(Error::malformed(
                 path,
                 i + 1,
-                format!("expected {columns} fields, found {}: {line:?}", fields.len()),
+                format!(
+                    "expected {columns} fields, found {}: {line:?}",
+                    fields.len()
+                ),
             ));
         }
-        out.push(Row { line: i + 1, fields });
+        out.push(Row {
+            line: i + 1,
+            fields,
+        });
     }
     Ok(out)
 }
@@ -91,7 +102,12 @@ mod tests {
         let err = rows("1 a\n2\n", p, 0, 2).unwrap_err().to_string();
         assert!(err.starts_with("t.txt:2:"), "{err}");
         let row = &rows("x 0\n", p, 0, 2).unwrap()[0];
-        assert!(id(row, 0, "image id", p).unwrap_err().to_string().contains("image id"));
+        assert!(
+            id(row, 0, "image id", p)
+                .unwrap_err()
+                .to_string()
+                .contains("image id")
+        );
         assert!(id(row, 1, "class id", p).is_err());
         let mut ids = UniqueIds::new(p);
         ids.insert("7", 3).unwrap();

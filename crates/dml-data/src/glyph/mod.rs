@@ -107,14 +107,20 @@ impl SyntheticGlyphsConfig {
             }
         }
         if !(8..=512).contains(&self.size) {
-            return Err(Error::config("size", format!("must be in 8..=512, got {}", self.size)));
+            return Err(Error::config(
+                "size",
+                format!("must be in 8..=512, got {}", self.size),
+            ));
         }
         let j = &self.jitter;
         let fraction = |field: &'static str, v: f32, hi: f32| {
             if v.is_finite() && (0.0..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(Error::config(field, format!("must be in [0, {hi}], got {v}")))
+                Err(Error::config(
+                    field,
+                    format!("must be in [0, {hi}], got {v}"),
+                ))
             }
         };
         fraction("jitter.max_rotation_deg", j.max_rotation_deg, 180.0)?;
@@ -169,7 +175,9 @@ impl SyntheticGlyphs {
     /// Classes `first_class..first_class + classes` of the glyph family `config` (checked by
     /// [`SyntheticGlyphsConfig::validate`]; see [`SyntheticGlyphsConfig::splits`]).
     pub fn new(config: Arc<SyntheticGlyphsConfig>, first_class: usize, classes: usize) -> Self {
-        let class_names = (first_class..first_class + classes).map(|c| format!("glyph {c}")).collect();
+        let class_names = (first_class..first_class + classes)
+            .map(|c| format!("glyph {c}"))
+            .collect();
         Self {
             config,
             first_class,
@@ -179,11 +187,27 @@ impl SyntheticGlyphs {
 
     /// The strokes of prototype `mode` of global class `class`.
     fn prototype(&self, class: usize, mode: usize) -> Vec<Stroke> {
-        let mut rng = seed::rng(self.config.seed, Purpose::GlyphPrototype, &[class as u64, mode as u64]);
+        let mut rng = seed::rng(
+            self.config.seed,
+            Purpose::GlyphPrototype,
+            &[class as u64, mode as u64],
+        );
         let strokes = rng.random_range(2..=4);
-        let point = |rng: &mut ChaCha8Rng| [rng.random_range(0.15..0.85f32), rng.random_range(0.15..0.85f32)];
+        let point = |rng: &mut ChaCha8Rng| {
+            [
+                rng.random_range(0.15..0.85f32),
+                rng.random_range(0.15..0.85f32),
+            ]
+        };
         (0..strokes)
-            .map(|_| [point(&mut rng), point(&mut rng), point(&mut rng), point(&mut rng)])
+            .map(|_| {
+                [
+                    point(&mut rng),
+                    point(&mut rng),
+                    point(&mut rng),
+                    point(&mut rng),
+                ]
+            })
             .collect()
     }
 
@@ -194,7 +218,11 @@ impl SyntheticGlyphs {
         let size = cfg.size as usize;
         let n = cfg.size as f32;
         let strokes = self.prototype(class, sample % cfg.modes);
-        let mut rng = seed::rng(cfg.seed, Purpose::GlyphSample, &[class as u64, sample as u64]);
+        let mut rng = seed::rng(
+            cfg.seed,
+            Purpose::GlyphSample,
+            &[class as u64, sample as u64],
+        );
         let sym = |rng: &mut ChaCha8Rng, max: f32| rng.random_range(-1.0..=1.0f32) * max;
         let angle = sym(&mut rng, j.max_rotation_deg.to_radians());
         let scale = 1.0 + sym(&mut rng, j.max_scale);
@@ -211,7 +239,12 @@ impl SyntheticGlyphs {
         };
         let mut canvas = Canvas::new(size);
         for stroke in strokes {
-            let c = stroke.map(|p| place([p[0] + sym(&mut rng, j.max_control_shift), p[1] + sym(&mut rng, j.max_control_shift)]));
+            let c = stroke.map(|p| {
+                place([
+                    p[0] + sym(&mut rng, j.max_control_shift),
+                    p[1] + sym(&mut rng, j.max_control_shift),
+                ])
+            });
             let mut prev = c[0];
             for s in 1..=SEGMENTS_PER_STROKE {
                 let t = s as f32 / SEGMENTS_PER_STROKE as f32;
@@ -250,10 +283,15 @@ impl Dataset for SyntheticGlyphs {
 
     fn load(&self, index: usize) -> Result<DynamicImage, Error> {
         if index >= self.len() {
-            return Err(Error::IndexOutOfRange { index, len: self.len() });
+            return Err(Error::IndexOutOfRange {
+                index,
+                len: self.len(),
+            });
         }
         let spc = self.config.samples_per_class;
-        Ok(DynamicImage::ImageLuma8(self.draw(self.first_class + index / spc, index % spc)))
+        Ok(DynamicImage::ImageLuma8(
+            self.draw(self.first_class + index / spc, index % spc),
+        ))
     }
 
     fn describe(&self, index: usize) -> String {
@@ -276,12 +314,21 @@ mod tests {
     }
 
     fn distance(a: &[u8], b: &[u8]) -> f64 {
-        a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>().sqrt()
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
     }
 
     #[test]
     fn deterministic_per_seed_and_splits_are_class_disjoint() {
-        let cfg = SyntheticGlyphsConfig { train_classes: 3, test_classes: 2, samples_per_class: 4, ..Default::default() };
+        let cfg = SyntheticGlyphsConfig {
+            train_classes: 3,
+            test_classes: 2,
+            samples_per_class: 4,
+            ..Default::default()
+        };
         let a = cfg.splits().unwrap();
         let b = cfg.splits().unwrap();
         let train = a.get(Split::Train).unwrap();
@@ -290,12 +337,23 @@ mod tests {
         assert_eq!(train.labels(), [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
         assert_eq!(test.class_names(), ["glyph 3", "glyph 4"]);
         for i in [0, 5, 11] {
-            assert_eq!(pixels(&*train, i), pixels(&*b.get(Split::Train).unwrap(), i));
+            assert_eq!(
+                pixels(&*train, i),
+                pixels(&*b.get(Split::Train).unwrap(), i)
+            );
         }
         // Test class 0 is global class 3, drawn differently from every training class.
         assert_ne!(pixels(&*test, 0), pixels(&*train, 0));
-        let other_seed = SyntheticGlyphsConfig { seed: 1, ..cfg.clone() }.splits().unwrap();
-        assert_ne!(pixels(&*train, 0), pixels(&*other_seed.get(Split::Train).unwrap(), 0));
+        let other_seed = SyntheticGlyphsConfig {
+            seed: 1,
+            ..cfg.clone()
+        }
+        .splits()
+        .unwrap();
+        assert_ne!(
+            pixels(&*train, 0),
+            pixels(&*other_seed.get(Split::Train).unwrap(), 0)
+        );
         assert!(train.load(12).is_err());
         assert!(test.describe(1).contains("class 3, sample 1"));
     }
@@ -313,7 +371,12 @@ mod tests {
             max_stroke_width: 0.07,
             noise: 0.0,
         };
-        let one = SyntheticGlyphsConfig { train_classes: 1, samples_per_class: 4, jitter: still.clone(), ..Default::default() };
+        let one = SyntheticGlyphsConfig {
+            train_classes: 1,
+            samples_per_class: 4,
+            jitter: still.clone(),
+            ..Default::default()
+        };
         let ds = one.splits().unwrap().train;
         assert_eq!(pixels(&*ds, 0), pixels(&*ds, 3));
         let two = SyntheticGlyphsConfig { modes: 2, ..one };
@@ -326,7 +389,11 @@ mod tests {
     /// its class than to samples of other classes: the classes are learnable, yet samples vary.
     #[test]
     fn jittered_samples_stay_closer_to_their_class() {
-        let cfg = SyntheticGlyphsConfig { train_classes: 8, samples_per_class: 6, ..Default::default() };
+        let cfg = SyntheticGlyphsConfig {
+            train_classes: 8,
+            samples_per_class: 6,
+            ..Default::default()
+        };
         let ds = cfg.splits().unwrap().train;
         let imgs: Vec<Vec<u8>> = (0..ds.len()).map(|i| pixels(&*ds, i)).collect();
         let (mut same, mut diff) = ((0.0, 0), (0.0, 0));
@@ -334,7 +401,11 @@ mod tests {
             for k in i + 1..imgs.len() {
                 let d = distance(&imgs[i], &imgs[k]);
                 assert!(d > 0.0);
-                let acc = if ds.label(i) == ds.label(k) { &mut same } else { &mut diff };
+                let acc = if ds.label(i) == ds.label(k) {
+                    &mut same
+                } else {
+                    &mut diff
+                };
                 acc.0 += d;
                 acc.1 += 1;
             }
@@ -346,23 +417,48 @@ mod tests {
     #[test]
     fn invalid_settings_name_the_field() {
         let cases = [
-            (SyntheticGlyphsConfig { modes: 0, ..Default::default() }, "modes"),
-            (SyntheticGlyphsConfig { size: 4, ..Default::default() }, "size"),
             (
                 SyntheticGlyphsConfig {
-                    jitter: GlyphJitter { min_stroke_width: 0.2, max_stroke_width: 0.1, ..Default::default() },
+                    modes: 0,
+                    ..Default::default()
+                },
+                "modes",
+            ),
+            (
+                SyntheticGlyphsConfig {
+                    size: 4,
+                    ..Default::default()
+                },
+                "size",
+            ),
+            (
+                SyntheticGlyphsConfig {
+                    jitter: GlyphJitter {
+                        min_stroke_width: 0.2,
+                        max_stroke_width: 0.1,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 "jitter.min_stroke_width",
             ),
             (
-                SyntheticGlyphsConfig { jitter: GlyphJitter { noise: f32::NAN, ..Default::default() }, ..Default::default() },
+                SyntheticGlyphsConfig {
+                    jitter: GlyphJitter {
+                        noise: f32::NAN,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
                 "jitter.noise",
             ),
         ];
         for (cfg, field) in cases {
             let err = cfg.splits().err().unwrap();
-            assert!(matches!(err, Error::InvalidConfig { field: f, .. } if f == field), "{err:?}");
+            assert!(
+                matches!(err, Error::InvalidConfig { field: f, .. } if f == field),
+                "{err:?}"
+            );
         }
     }
 }

@@ -27,7 +27,10 @@ pub trait BatchSampler: Send + Sync {
 /// If `batch_size` is 0.
 pub fn sequential_batches(len: usize, batch_size: usize) -> Vec<Vec<usize>> {
     assert!(batch_size > 0, "batch size must be positive");
-    (0..len).step_by(batch_size).map(|s| (s..(s + batch_size).min(len)).collect()).collect()
+    (0..len)
+        .step_by(batch_size)
+        .map(|s| (s..(s + batch_size).min(len)).collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -36,7 +39,10 @@ mod tests {
 
     #[test]
     fn sequential_batches_cover_everything_in_order() {
-        assert_eq!(sequential_batches(5, 2), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!(
+            sequential_batches(5, 2),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
         assert!(sequential_batches(0, 3).is_empty());
     }
 }

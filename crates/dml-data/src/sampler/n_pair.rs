@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sampler::{BatchSampler, PkSampler, PkSamplerConfig, SmallClassPolicy};
 use crate::Error;
+use crate::sampler::{BatchSampler, PkSampler, PkSamplerConfig, SmallClassPolicy};
 
 /// Settings of [`NPairSampler`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

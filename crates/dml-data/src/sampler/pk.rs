@@ -6,9 +6,9 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::sampler::BatchSampler;
 use crate::seed::{self, Purpose};
-use crate::Error;
 
 /// What the P x K sampler does with a class that has fewer than K samples.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +53,10 @@ impl PkSamplerConfig {
 
     /// The same with another small-class policy.
     pub fn with_small_classes(self, small_classes: SmallClassPolicy) -> Self {
-        Self { small_classes, ..self }
+        Self {
+            small_classes,
+            ..self
+        }
     }
 
     /// Builds the sampler for a dataset with these `labels` (dense ids); `class_names`,
@@ -80,7 +83,10 @@ impl PkSamplerConfig {
                 match self.small_classes {
                     SmallClassPolicy::Error => {
                         return Err(Error::ClassTooSmall {
-                            class: class_names.get(c).cloned().unwrap_or_else(|| format!("#{c}")),
+                            class: class_names
+                                .get(c)
+                                .cloned()
+                                .unwrap_or_else(|| format!("#{c}")),
                             size: members.len(),
                             k,
                         });
@@ -158,7 +164,11 @@ impl BatchSampler for PkSampler {
         let (mut lo, mut hi) = (0, total / p);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            if feasible(mid) { lo = mid } else { hi = mid - 1 }
+            if feasible(mid) {
+                lo = mid
+            } else {
+                hi = mid - 1
+            }
         }
         lo
     }
@@ -173,7 +183,9 @@ impl BatchSampler for PkSampler {
                 let mut s = members.clone();
                 s.shuffle(&mut rng);
                 if s.len() < k {
-                    let missing: Vec<usize> = (0..k - s.len()).map(|_| s[rng.random_range(0..s.len())]).collect();
+                    let missing: Vec<usize> = (0..k - s.len())
+                        .map(|_| s[rng.random_range(0..s.len())])
+                        .collect();
                     s.extend(missing);
                 }
                 s.chunks_exact(k).map(<[usize]>::to_vec).collect()
@@ -181,8 +193,11 @@ impl BatchSampler for PkSampler {
             .collect();
         // Max-heap on (groups left, random tie-break); the tie-break is redrawn whenever a class
         // is put back, so equal classes meet in changing company.
-        let mut heap: BinaryHeap<(usize, u64, usize)> =
-            groups.iter().enumerate().map(|(c, g)| (g.len(), rng.random(), c)).collect();
+        let mut heap: BinaryHeap<(usize, u64, usize)> = groups
+            .iter()
+            .enumerate()
+            .map(|(c, g)| (g.len(), rng.random(), c))
+            .collect();
         let mut batches = Vec::with_capacity(self.batches_per_epoch());
         let mut taken = Vec::with_capacity(p);
         while heap.len() >= p {
@@ -190,7 +205,11 @@ impl BatchSampler for PkSampler {
             taken.clear();
             for _ in 0..p {
                 let (left, _, c) = heap.pop().expect("heap holds at least p classes");
-                batch.extend(groups[c].pop().expect("a class in the heap has a group left"));
+                batch.extend(
+                    groups[c]
+                        .pop()
+                        .expect("a class in the heap has a group left"),
+                );
                 taken.push((left - 1, c));
             }
             for &(left, c) in &taken {
@@ -211,7 +230,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn labels_of(sizes: &[usize]) -> Vec<usize> {
-        sizes.iter().enumerate().flat_map(|(c, &n)| std::iter::repeat_n(c, n)).collect()
+        sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(c, &n)| std::iter::repeat_n(c, n))
+            .collect()
     }
 
     #[test]
@@ -244,15 +267,21 @@ mod tests {
     fn small_classes_error_skip_or_draw_with_replacement() {
         let labels = labels_of(&[4, 4, 1, 4]);
         let names: Vec<String> = ["ant", "bee", "cat", "dog"].map(String::from).to_vec();
-        let err = PkSamplerConfig::new(2, 2, 0).init(&labels, &names).unwrap_err();
-        assert!(matches!(&err, Error::ClassTooSmall { class, size: 1, k: 2 } if class == "cat"), "{err:?}");
+        let err = PkSamplerConfig::new(2, 2, 0)
+            .init(&labels, &names)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ClassTooSmall { class, size: 1, k: 2 } if class == "cat"),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("\"cat\" has 1 samples"), "{err}");
 
         let skip = PkSamplerConfig::new(2, 2, 0).with_small_classes(SmallClassPolicy::Skip);
         let batches = skip.init(&labels, &names).unwrap().batches(0);
         assert!(batches.concat().iter().all(|&i| labels[i] != 2));
 
-        let repl = PkSamplerConfig::new(4, 2, 0).with_small_classes(SmallClassPolicy::WithReplacement);
+        let repl =
+            PkSamplerConfig::new(4, 2, 0).with_small_classes(SmallClassPolicy::WithReplacement);
         let s = repl.init(&labels, &names).unwrap();
         // The single "cat" sample (index 8) fills both of its slots.
         for batch in s.batches(0) {
@@ -260,8 +289,16 @@ mod tests {
             assert_eq!(cats, [&8, &8]);
         }
 
-        let err = PkSamplerConfig::new(4, 2, 0).with_small_classes(SmallClassPolicy::Skip).init(&labels, &names);
-        assert!(matches!(err, Err(Error::NotEnoughClasses { needed: 4, available: 3 })));
+        let err = PkSamplerConfig::new(4, 2, 0)
+            .with_small_classes(SmallClassPolicy::Skip)
+            .init(&labels, &names);
+        assert!(matches!(
+            err,
+            Err(Error::NotEnoughClasses {
+                needed: 4,
+                available: 3
+            })
+        ));
         assert!(PkSamplerConfig::new(0, 2, 0).init(&labels, &names).is_err());
     }
 

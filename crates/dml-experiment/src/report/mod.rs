@@ -351,3 +351,223 @@ fn stability(d: &DatasetGroup<'_>) -> Heatmaps {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::RunAxes;
+    use crate::record::{CurvePoint, EmbeddingFiles, FinalMetrics};
+    use crate::store::ResultsStore;
+    use npyz::WriterBuilder;
+    use rand::Rng;
+
+    /// A made-up run: recall grows with steps, scaled by `quality`; `collapse` shrinks the
+    /// spread to near zero.
+    fn run(loss: &str, lr: f64, seed: u64, quality: f64, collapse: bool) -> RunRecord {
+        let axes = RunAxes {
+            dataset: "glyphs-1mode".into(),
+            loss: loss.into(),
+            lr,
+            batch: "8x4".parse().unwrap(),
+            seed,
+        };
+        let jitter = seed as f64 * 0.013;
+        let curve: Vec<CurvePoint> = (0..4u64)
+            .map(|i| CurvePoint {
+                step: i * 50,
+                epoch: i,
+                loss: (i > 0).then_some(1.0 / (i as f64 + 1.0)),
+                recall_at_1: Some(0.1 + quality * i as f64 / 3.0 + jitter),
+                recall_at_4: Some(0.3 + quality * i as f64 / 4.0),
+                nmi: Some(0.2 + jitter),
+                map_at_r: Some(0.05 + quality / 10.0),
+                mean_pairwise_distance: Some(if collapse && i == 3 { 0.001 } else { 1.0 + i as f64 }),
+                embedding_std: Some(0.5),
+            })
+            .collect();
+        let last = curve.last().unwrap();
+        let mut final_metrics = FinalMetrics {
+            nmi: last.nmi,
+            map_at_r: last.map_at_r,
+            ..FinalMetrics::default()
+        };
+        final_metrics.recall_at_k.insert(1, last.recall_at_1);
+        final_metrics.recall_at_k.insert(4, last.recall_at_4);
+        RunRecord {
+            run_id: axes.run_id(),
+            plan_name: "test".into(),
+            axes,
+            config: serde_json::json!({ "seed": seed }),
+            collapsed: CollapseRule::default().is_collapsed(&curve),
+            curve,
+            final_metrics,
+            wall_seconds: 2.0 + seed as f64,
+            embeddings: None,
+        }
+    }
+
+    /// Two classes of 40 points each, far apart in 6-D.
+    fn write_embeddings(dir: &Path) -> EmbeddingFiles {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (n, d) = (80usize, 6usize);
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+        let vectors: Vec<f32> = (0..n * d)
+            .map(|k| rng.random::<f32>() + if k % d == 0 { 10.0 * labels[k / d] as f32 } else { 0.0 })
+            .collect();
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[n as u64, d as u64])
+            .writer(std::fs::File::create(dir.join("emb.npy")).unwrap())
+            .begin_nd()
+            .unwrap();
+        w.extend(vectors).unwrap();
+        w.finish().unwrap();
+        let text: String = labels.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.join("emb.labels.txt"), text).unwrap();
+        EmbeddingFiles {
+            vectors: "emb.npy".into(),
+            labels: "emb.labels.txt".into(),
+        }
+    }
+
+    fn results(dir: &Path) -> (PathBuf, Vec<RunRecord>) {
+        let mut records = Vec::new();
+        for (loss, quality) in [("triplet-hard", 0.6), ("npairs", 0.3)] {
+            for lr in [1e-3, 1e-2] {
+                for seed in 1..=3 {
+                    let collapse = loss == "triplet-hard" && lr == 1e-2 && seed == 2;
+                    records.push(run(loss, lr, seed, quality, collapse));
+                }
+            }
+        }
+        records[0].embeddings = Some(write_embeddings(dir));
+        let path = dir.join("results.jsonl");
+        let mut store = ResultsStore::open(&path).unwrap();
+        for r in &records {
+            store.append(r.clone()).unwrap();
+        }
+        (path, records)
+    }
+
+    fn options() -> ReportOptions {
+        ReportOptions {
+            tsne: TsneConfig {
+                iterations: 250,
+                ..TsneConfig::default()
+            },
+            ..ReportOptions::default()
+        }
+    }
+
+    /// Mean and sample std in percent, computed here without the crate's helpers.
+    fn mean_std(v: &[f64]) -> (f64, f64) {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+        (mean * 100.0, var.sqrt() * 100.0)
+    }
+
+    fn table_cell(md: &str, row_prefix: &str, column: usize) -> (f64, f64) {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(row_prefix))
+            .unwrap_or_else(|| panic!("no row {row_prefix}"));
+        let cell = row.split('|').nth(column + 1).unwrap().trim();
+        let (m, s) = cell.split_once(" ± ").unwrap_or_else(|| panic!("cell {cell}"));
+        (m.parse().unwrap(), s.parse().unwrap())
+    }
+
+    #[test]
+    fn report_has_tables_that_match_the_results_and_every_figure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, records) = results(dir.path());
+        let out = dir.path().join("report");
+        let summary = write_report(&path, &out, &options()).unwrap();
+        assert_eq!(summary.runs, 12);
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+
+        for (loss, lr) in [("triplet-hard", 1e-3), ("npairs", 1e-2)] {
+            let mine: Vec<&RunRecord> = records
+                .iter()
+                .filter(|r| r.axes.loss == loss && r.axes.lr == lr)
+                .collect();
+            let prefix = format!("| {loss} | {lr} | 8x4 | 3 |");
+            let metrics: [fn(&RunRecord) -> f64; 3] = [
+                |r| r.final_metrics.recall_at(1).unwrap(),
+                |r| r.final_metrics.recall_at(4).unwrap(),
+                |r| r.final_metrics.nmi.unwrap(),
+            ];
+            for (column, metric) in metrics.iter().enumerate() {
+                let values: Vec<f64> = mine.iter().map(|r| metric(r)).collect();
+                let (mean, std) = mean_std(&values);
+                let (m, s) = table_cell(&md, &prefix, 4 + column);
+                assert!((m - mean).abs() <= 0.005 + 1e-9, "{prefix} col {column}: {m} vs {mean}");
+                assert!((s - std).abs() <= 0.005 + 1e-9, "{prefix} col {column}: {s} vs {std}");
+            }
+        }
+        assert!(md.contains("| triplet-hard | 0.01 | 8x4 | 3 |"), "{md}");
+        assert!(md.contains(" 1/3 |"), "collapsed count missing:\n{md}");
+        assert!(md.contains("- `glyphs-1mode/triplet-hard/lr0.01/8x4/seed2`: final spread ratio"));
+        assert!(md.contains("`npairs`: no run saved test embeddings."), "{md}");
+
+        let stems = [
+            "recall-glyphs-1mode",
+            "stability-glyphs-1mode",
+            "collapse-glyphs-1mode",
+            "tsne-glyphs-1mode-triplet-hard",
+        ];
+        assert_eq!(summary.figures.len(), 2 * stems.len());
+        for stem in stems {
+            assert!(md.contains(&format!("(figures/{stem}.png)")), "{stem} not linked");
+            let png = std::fs::read(out.join("figures").join(format!("{stem}.png"))).unwrap();
+            assert!(png.len() > 1000, "{stem}.png is {} bytes", png.len());
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+            let svg = std::fs::read_to_string(out.join("figures").join(format!("{stem}.svg"))).unwrap();
+            assert!(svg.starts_with("<svg") && svg.len() > 1000, "{stem}.svg");
+        }
+        // Text is really drawn into the PNG: a figure has dark (text/axis) pixels.
+        let png = image::open(out.join("figures/stability-glyphs-1mode.png")).unwrap().to_rgb8();
+        assert!(png.pixels().filter(|p| p.0 == [0, 0, 0]).count() > 100);
+    }
+
+    #[test]
+    fn same_results_give_identical_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = results(dir.path());
+        let a = write_report(&path, &dir.path().join("a"), &options()).unwrap();
+        let b = write_report(&path, &dir.path().join("b"), &options()).unwrap();
+        let read = |p: &Path| std::fs::read(p).unwrap();
+        assert_eq!(read(&a.report), read(&b.report));
+        for (fa, fb) in a.figures.iter().zip(&b.figures) {
+            assert_eq!(read(fa), read(fb), "{} differs", fa.display());
+        }
+    }
+
+    #[test]
+    fn truncated_tail_is_reported_and_an_empty_file_still_gives_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        std::fs::write(&path, "{\"run_id\": \"x\", \"plan").unwrap();
+        let summary = write_report(&path, &dir.path().join("out"), &options()).unwrap();
+        assert_eq!(summary.runs, 0);
+        assert_eq!(summary.truncated_tail.map(|t| t.line), Some(1));
+        let md = std::fs::read_to_string(&summary.report).unwrap();
+        assert!(md.contains("Line 1 of `results.jsonl` is an unfinished record"), "{md}");
+    }
+
+    #[test]
+    fn missing_embedding_file_names_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = run("npairs", 1e-3, 1, 0.5, false);
+        r.embeddings = Some(EmbeddingFiles {
+            vectors: "gone.npy".into(),
+            labels: "gone.txt".into(),
+        });
+        let path = dir.path().join("results.jsonl");
+        ResultsStore::open(&path).unwrap().append(r).unwrap();
+        let msg = write_report(&path, &dir.path().join("out"), &options())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("run `glyphs-1mode/npairs/lr0.001/8x4/seed1`") && msg.contains("gone.npy"), "{msg}");
+    }
+}

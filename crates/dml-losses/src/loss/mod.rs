@@ -119,10 +119,27 @@ pub trait LossKernel {
         None
     }
 
+    /// How to initialise the learnable parameters (PML's `weight_init_func`).
+    fn param_init(&self, _dim: usize) -> ParamInit {
+        ParamInit::Normal { std: 1.0 }
+    }
+
     /// Whether the kernel's terms carry divisors (so [`Reducer::Divisor`] applies).
     fn supplies_divisor(&self) -> bool {
         false
     }
+}
+
+/// How a loss's learnable parameters start out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamInit {
+    /// Independent normal draws with mean 0 (seeded by the caller).
+    Normal {
+        /// Standard deviation.
+        std: f64,
+    },
+    /// Every entry equal to this value.
+    Constant(f64),
 }
 
 /// Every loss dml implements, for dispatch without trait objects (kernels are generic).
@@ -164,6 +181,10 @@ impl LossKernel for LossKind {
 
     fn param_shape(&self, dim: usize) -> Option<(usize, usize)> {
         with_kernel!(self, k => k.param_shape(dim))
+    }
+
+    fn param_init(&self, dim: usize) -> ParamInit {
+        with_kernel!(self, k => k.param_init(dim))
     }
 
     fn supplies_divisor(&self) -> bool {

@@ -219,7 +219,7 @@ mod tests {
         let s = miner.distance().scores(m, None);
         assert!(matches!(
             miner.mine(&s, &labels),
-            Err(Error::TupleBudgetExceeded { needed: 100, budget: 3, .. })
+            Err(Error::TupleBudgetExceeded { needed: 200, budget: 3, .. })
         ));
     }
 }

@@ -94,14 +94,26 @@ impl RunConfig {
         // Deserialising the text itself (not the table) keeps line numbers in its errors.
         let mut config: RunConfig =
             toml::from_str(toml_text).map_err(|e| parse_error(origin, toml_text, &e))?;
-        for item in overrides {
-            item.apply(&mut table)?;
-            config = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin: format!("--set {}", item.text()),
-                line: None,
-                column: None,
-                message: e.message().to_owned(),
-            })?;
+        if !overrides.is_empty() {
+            for item in overrides {
+                item.apply(&mut table, &config.to_toml())?;
+                // A later override may complete what this one leaves incomplete (a new kind
+                // and its required fields): only the final result must deserialise.
+                if let Ok(next) = toml::Value::Table(table.clone()).try_into() {
+                    config = next;
+                }
+            }
+            config = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: format!(
+                        "--set {}",
+                        overrides.iter().map(Override::text).collect::<Vec<_>>().join(" --set ")
+                    ),
+                    line: None,
+                    column: None,
+                    message: e.message().to_owned(),
+                })?;
         }
         config.validate()?;
         Ok(config)
@@ -118,6 +130,10 @@ impl RunConfig {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn to_toml(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("a RunConfig always serialises to TOML")
     }
 
     /// The fully resolved configuration as pretty JSON, defaults included.
@@ -299,8 +315,25 @@ mod tests {
 
         let bad = [Override::parse("train.epoch=3").unwrap()];
         let err = RunConfig::resolve("", "run.toml", &bad).unwrap_err().to_string();
-        assert!(err.starts_with("--set train.epoch=3"), "{err}");
+        assert!(err.starts_with("--set train.epoch=3:"), "{err}");
         assert!(err.contains("unknown field `epoch`"), "{err}");
+    }
+
+    #[test]
+    fn overrides_of_defaults_keep_the_other_defaults() {
+        let overrides = [
+            Override::new("optimizer.lr", 0.01),
+            Override::new("data.test.classes", 10),
+            Override::new("schedule.kind", "step"),
+            Override::new("schedule.step_size", 100),
+        ];
+        let config = RunConfig::resolve("", "run.toml", &overrides).unwrap();
+        let defaults = RunConfig::default();
+        assert!(matches!(config.optimizer, OptimizerConfig::Adam { lr, beta2, .. }
+            if lr == 0.01 && beta2 == 0.999));
+        assert!(matches!(config.data.test, Some(DatasetConfig::Synthetic { classes: 10, first_class: 100, .. })));
+        assert_eq!(config.schedule, ScheduleConfig::Step { step_size: 100, gamma: 0.1, warmup_steps: 0 });
+        assert_eq!(config.data.train, defaults.data.train);
     }
 
     #[test]

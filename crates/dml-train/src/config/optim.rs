@@ -22,7 +22,8 @@ use crate::error::ConfigError;
 pub enum OptimizerConfig {
     /// Stochastic gradient descent, optionally with (Nesterov) momentum.
     Sgd {
-        /// Learning rate (the peak of the schedule).
+        /// Learning rate (the peak of the schedule). Default: 1e-3 (PyTorch).
+        #[serde(default = "default_lr")]
         lr: f64,
         /// Momentum factor. Default: 0 (PyTorch).
         #[serde(default)]
@@ -39,7 +40,8 @@ pub enum OptimizerConfig {
     },
     /// Adam (Kingma & Ba, 2015), weight decay as an L2 term in the gradient.
     Adam {
-        /// Learning rate (the peak of the schedule).
+        /// Learning rate (the peak of the schedule). Default: 1e-3 (PyTorch).
+        #[serde(default = "default_lr")]
         lr: f64,
         /// First-moment decay. Default: 0.9 (PyTorch).
         #[serde(default = "default_beta1")]
@@ -57,7 +59,8 @@ pub enum OptimizerConfig {
     /// AdamW (Loshchilov & Hutter, 2019): decoupled weight decay.
     #[serde(rename = "adamw")]
     AdamW {
-        /// Learning rate (the peak of the schedule).
+        /// Learning rate (the peak of the schedule). Default: 1e-3 (PyTorch).
+        #[serde(default = "default_lr")]
         lr: f64,
         /// First-moment decay. Default: 0.9 (PyTorch).
         #[serde(default = "default_beta1")]
@@ -75,7 +78,8 @@ pub enum OptimizerConfig {
     /// RMSprop (Hinton's lecture 6e).
     #[serde(rename = "rmsprop")]
     RmsProp {
-        /// Learning rate (the peak of the schedule).
+        /// Learning rate (the peak of the schedule). Default: 1e-2 (PyTorch).
+        #[serde(default = "default_rmsprop_lr")]
         lr: f64,
         /// Smoothing constant of the squared-gradient average. Default: 0.99 (PyTorch).
         #[serde(default = "default_alpha")]
@@ -95,6 +99,12 @@ pub enum OptimizerConfig {
     },
 }
 
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_rmsprop_lr() -> f64 {
+    1e-2
+}
 fn default_beta1() -> f64 {
     0.9
 }
