@@ -25,6 +25,8 @@ enum Command {
     Loss(cmd::loss::Args),
     Eval(cmd::eval::Args),
     Bench(cmd::bench::Args),
+    /// Write report.md and SVG/PNG figures from an experiment's results.jsonl.
+    Report(cmd::report::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -38,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Loss(args) => cmd::loss::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Report(args) => cmd::report::run(args),
     }
 }
 

@@ -99,8 +99,14 @@ impl LossModule {
     }
 
     /// Like [`LossModule::forward`] with labels as an integer tensor.
-    pub fn forward_tensor(&self, embeddings: Tensor<2>, labels: Tensor<1, Int>) -> Result<LossOutput> {
-        let labels: Vec<i64> = labels.try_into_vec_as::<i64>().map_err(|e| Error::TensorRead(format!("labels: {e}")))?;
+    pub fn forward_tensor(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+    ) -> Result<LossOutput> {
+        let labels: Vec<i64> = labels
+            .try_into_vec_as::<i64>()
+            .map_err(|e| Error::TensorRead(format!("labels: {e}")))?;
         self.forward(embeddings, &labels)
     }
 
@@ -115,7 +121,12 @@ impl LossModule {
     }
 
     /// The loss of training step `step` (random miners draw a different stream per step).
-    pub fn forward_step(&self, embeddings: Tensor<2>, labels: &[i64], step: u64) -> Result<LossOutput> {
+    pub fn forward_step(
+        &self,
+        embeddings: Tensor<2>,
+        labels: &[i64],
+        step: u64,
+    ) -> Result<LossOutput> {
         self.forward_inner(embeddings, labels, None, step)
     }
 

@@ -233,6 +233,28 @@ impl<T: Real> Side<T> {
     }
 }
 
+/// Rows scaled to unit length (`x / max(||x||, 1e-12)`, or left as they are), with the
+/// backward pass of that map: for kernels that mix normalised and raw points.
+#[derive(Debug, Clone)]
+pub(crate) struct UnitRows<T>(Side<T>);
+
+impl<T: Real> UnitRows<T> {
+    /// The rows of `x`, normalised when `normalize`.
+    pub fn new(x: MatrixRef<'_, T>, normalize: bool) -> Self {
+        Self(Side::prepare(x, normalize))
+    }
+
+    /// The (normalised) rows, row-major.
+    pub fn points(&self) -> &[T] {
+        &self.0.points
+    }
+
+    /// Chains `dL/d(normalised rows)` into `dL/d(raw rows)`, in place.
+    pub fn backward(&self, grad: &mut [T], dim: usize) {
+        self.0.normalize_backward(grad, dim);
+    }
+}
+
 /// Turns a Gram matrix into Lp distances in place; returns the pairs computed exactly.
 fn lp_from_gram<T: Real>(
     values: &mut [T],
@@ -346,7 +368,11 @@ impl<T: Real> Scores<T> {
     /// # Panics
     /// If `grad` is not `rows * cols` long.
     pub fn backward(&self, grad: &mut [T]) -> ScoreGradients<T> {
-        assert_eq!(grad.len(), self.rows * self.cols, "dL/dS has the wrong size");
+        assert_eq!(
+            grad.len(),
+            self.rows * self.cols,
+            "dL/dS has the wrong size"
+        );
         let (n, m, d) = (self.rows, self.cols, self.dim);
         let mut dx = vec![T::zero(); n * d];
         let mut dy = self.right.as_ref().map(|_| vec![T::zero(); m * d]);
@@ -362,22 +388,69 @@ impl<T: Real> Scores<T> {
                 if dy.is_none() {
                     symmetrize(grad, n);
                 }
-                let row_sums: Vec<T> = grad.par_chunks(m).map(|r| r.iter().copied().sum()).collect();
+                let row_sums: Vec<T> = grad
+                    .par_chunks(m)
+                    .map(|r| r.iter().copied().sum())
+                    .collect();
                 scale_rows(&mut dx, &self.left.points, &row_sums, two, d);
-                matmul(grad, Transpose::No, &yside.points, Transpose::No, n, d, m, &mut dx, T::one(), -two);
+                matmul(
+                    grad,
+                    Transpose::No,
+                    &yside.points,
+                    Transpose::No,
+                    n,
+                    d,
+                    m,
+                    &mut dx,
+                    T::one(),
+                    -two,
+                );
                 if let Some(dy) = dy.as_mut() {
                     let col_sums = column_sums(grad, n, m);
                     scale_rows(dy, &yside.points, &col_sums, two, d);
-                    matmul(grad, Transpose::Yes, &self.left.points, Transpose::No, m, d, n, dy, T::one(), -two);
+                    matmul(
+                        grad,
+                        Transpose::Yes,
+                        &self.left.points,
+                        Transpose::No,
+                        m,
+                        d,
+                        n,
+                        dy,
+                        T::one(),
+                        -two,
+                    );
                 }
             }
             Distance::Cosine | Distance::DotProduct { .. } => {
                 if dy.is_none() {
                     symmetrize(grad, n);
                 }
-                matmul(grad, Transpose::No, &yside.points, Transpose::No, n, d, m, &mut dx, T::zero(), T::one());
+                matmul(
+                    grad,
+                    Transpose::No,
+                    &yside.points,
+                    Transpose::No,
+                    n,
+                    d,
+                    m,
+                    &mut dx,
+                    T::zero(),
+                    T::one(),
+                );
                 if let Some(dy) = dy.as_mut() {
-                    matmul(grad, Transpose::Yes, &self.left.points, Transpose::No, m, d, n, dy, T::zero(), T::one());
+                    matmul(
+                        grad,
+                        Transpose::Yes,
+                        &self.left.points,
+                        Transpose::No,
+                        m,
+                        d,
+                        n,
+                        dy,
+                        T::zero(),
+                        T::one(),
+                    );
                 }
             }
         }
@@ -392,9 +465,15 @@ impl<T: Real> Scores<T> {
     fn lp_weights(&self, grad: &mut [T], power: LpPower) {
         if power == LpPower::One {
             let two = T::of(2.0);
-            grad.par_iter_mut().zip(self.values.par_iter()).for_each(|(g, &dist)| {
-                *g = if dist > T::zero() { *g / (two * dist) } else { T::zero() };
-            });
+            grad.par_iter_mut()
+                .zip(self.values.par_iter())
+                .for_each(|(g, &dist)| {
+                    *g = if dist > T::zero() {
+                        *g / (two * dist)
+                    } else {
+                        T::zero()
+                    };
+                });
         }
     }
 
@@ -539,7 +618,9 @@ mod tests {
     fn backward_matches_finite_differences() {
         let x = pts();
         let y = vec![0.5, 0.5, -1.0, 1.5, -0.3, 0.2];
-        let c: Vec<f64> = (0..25).map(|k| ((k * 37) % 11) as f64 / 5.0 - 1.0).collect();
+        let c: Vec<f64> = (0..25)
+            .map(|k| ((k * 37) % 11) as f64 / 5.0 - 1.0)
+            .collect();
         for dist in all() {
             for with_y in [false, true] {
                 let cols = if with_y { 2 } else { 5 };
@@ -551,7 +632,11 @@ mod tests {
                     s.values()
                         .iter()
                         .enumerate()
-                        .filter(|(k, _)| with_y || !(k / cols == 0 && k % cols == 4 || k / cols == 4 && k % cols == 0))
+                        .filter(|(k, _)| {
+                            with_y
+                                || !(k / cols == 0 && k % cols == 4
+                                    || k / cols == 4 && k % cols == 0)
+                        })
                         .map(|(k, v)| c[k] * v)
                         .sum()
                 };
@@ -572,7 +657,11 @@ mod tests {
                     let mut xm_ = x.clone();
                     xm_[3 + k] -= h;
                     let fd = (f(&xp, &y) - f(&xm_, &y)) / (2.0 * h);
-                    assert!((fd - grads.x[3 + k]).abs() < 1e-6, "{dist:?} y={with_y} x k={k}: {fd} vs {}", grads.x[3 + k]);
+                    assert!(
+                        (fd - grads.x[3 + k]).abs() < 1e-6,
+                        "{dist:?} y={with_y} x k={k}: {fd} vs {}",
+                        grads.x[3 + k]
+                    );
                     if with_y {
                         let mut yp = y.clone();
                         yp[k] += h;
@@ -591,7 +680,11 @@ mod tests {
     fn zero_distance_has_zero_gradient() {
         let x = vec![1.0f32, 2.0, 1.0, 2.0];
         let m = MatrixRef::new(&x, 2, 2).unwrap();
-        let s = Distance::Lp { power: LpPower::One, normalize: false }.scores(m, None);
+        let s = Distance::Lp {
+            power: LpPower::One,
+            normalize: false,
+        }
+        .scores(m, None);
         let mut g = vec![1.0f32; 4];
         let grads = s.backward(&mut g);
         assert!(grads.x.iter().all(|v| *v == 0.0));

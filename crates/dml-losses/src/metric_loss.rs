@@ -227,7 +227,9 @@ impl MetricLoss {
         if let (Some(reg), Some(p)) = (&self.weight_regularizer, params) {
             let (v, g) = reg.compute(p);
             out.loss += v;
-            let pg = out.param_grad.get_or_insert_with(|| vec![T::zero(); g.len()]);
+            let pg = out
+                .param_grad
+                .get_or_insert_with(|| vec![T::zero(); g.len()]);
             pg.iter_mut().zip(&g).for_each(|(a, &b)| *a += b);
             if batch.want_terms {
                 out.terms.push(reduced_term("weight_reg_loss", v));

@@ -5,17 +5,17 @@ use dml_core::Real;
 /// `torch.nn.functional.softplus` (beta 1, threshold 20): `log(1 + e^v)`, or `v` above 20.
 #[inline]
 pub fn softplus<T: Real>(v: T) -> T {
-    if v > T::of(20.0) {
-        v
-    } else {
-        v.exp().ln_1p()
-    }
+    if v > T::of(20.0) { v } else { v.exp().ln_1p() }
 }
 
 /// Derivative of [`softplus`]: the logistic sigmoid, or 1 above the threshold.
 #[inline]
 pub fn softplus_grad<T: Real>(v: T) -> T {
-    if v > T::of(20.0) { T::one() } else { sigmoid(v) }
+    if v > T::of(20.0) {
+        T::one()
+    } else {
+        sigmoid(v)
+    }
 }
 
 /// The logistic sigmoid `1 / (1 + e^-v)`, without overflow for large `|v|`.

@@ -336,7 +336,11 @@ mod tests {
         });
         assert!(matches!(
             t.validate(4),
-            Err(Error::IndexOutOfRange { what: "negative", index: 9, len: 4 })
+            Err(Error::IndexOutOfRange {
+                what: "negative",
+                index: 9,
+                len: 4
+            })
         ));
     }
 

@@ -57,7 +57,9 @@ fn compare_matrix(what: &str, want: &Value, got: Option<&Value>, tol: f64, errs:
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f64, f64::max);
     if !(worst <= tol * scale) {
-        errs.push(format!("{what}: max |diff| {worst:.3e} > {tol:.0e} * max|g| ({scale:.3e})"));
+        errs.push(format!(
+            "{what}: max |diff| {worst:.3e} > {tol:.0e} * max|g| ({scale:.3e})"
+        ));
     }
 }
 
@@ -73,7 +75,10 @@ fn check(dtype: Dtype, tol: &Tolerance) -> Vec<String> {
             continue;
         };
         if UNSUPPORTED.contains(&name) {
-            assert!(got.get("error").is_some(), "{name} is listed as unsupported but ran");
+            assert!(
+                got.get("error").is_some(),
+                "{name} is listed as unsupported but ran"
+            );
             continue;
         }
         if let Some(e) = got.get("error") {
@@ -81,13 +86,28 @@ fn check(dtype: Dtype, tol: &Tolerance) -> Vec<String> {
             continue;
         }
         let mut errs = Vec::new();
-        let (wl, gl) = (want["loss"].as_f64().unwrap(), got["loss"].as_f64().unwrap_or(f64::NAN));
+        let (wl, gl) = (
+            want["loss"].as_f64().unwrap(),
+            got["loss"].as_f64().unwrap_or(f64::NAN),
+        );
         if !((wl - gl).abs() <= tol.loss_abs + tol.loss_rel * wl.abs()) {
             errs.push(format!("loss {gl} vs {wl} (diff {:.3e})", (wl - gl).abs()));
         }
-        compare_matrix("grad", &want["grad"], got.get("grad"), tol.grad_rel, &mut errs);
+        compare_matrix(
+            "grad",
+            &want["grad"],
+            got.get("grad"),
+            tol.grad_rel,
+            &mut errs,
+        );
         if let Some(pg) = want.get("proxy_grad") {
-            compare_matrix("proxy_grad", pg, got.get("proxy_grad"), tol.grad_rel, &mut errs);
+            compare_matrix(
+                "proxy_grad",
+                pg,
+                got.get("proxy_grad"),
+                tol.grad_rel,
+                &mut errs,
+            );
         }
         if let Some(m) = want.get("miner_output").filter(|m| !m.is_null()) {
             if got.get("miner_output") != Some(m) {
@@ -101,9 +121,17 @@ fn check(dtype: Dtype, tol: &Tolerance) -> Vec<String> {
                     continue;
                 };
                 if g["indices"] != w["indices"] || g["reduction_type"] != w["reduction_type"] {
-                    errs.push(format!("unreduced {term}: indices or reduction type differ"));
+                    errs.push(format!(
+                        "unreduced {term}: indices or reduction type differ"
+                    ));
                 }
-                compare_matrix(&format!("unreduced {term}"), &w["losses"], Some(&g["losses"]), tol.grad_rel, &mut errs);
+                compare_matrix(
+                    &format!("unreduced {term}"),
+                    &w["losses"],
+                    Some(&g["losses"]),
+                    tol.grad_rel,
+                    &mut errs,
+                );
             }
         }
         if !errs.is_empty() {
@@ -116,11 +144,21 @@ fn check(dtype: Dtype, tol: &Tolerance) -> Vec<String> {
 #[test]
 fn every_case_matches_pml_in_f64() {
     let failures = check(Dtype::F64, &F64);
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn every_case_matches_pml_in_f32() {
     let failures = check(Dtype::F32, &F32);
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

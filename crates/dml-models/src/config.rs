@@ -206,7 +206,7 @@ impl EmbeddingNetConfig {
         if channels != self.in_channels {
             return Err(Error::InputShape {
                 shape,
-                reason: format!("the network takes {} channels", self.in_channels),
+                reason: format!("the network expects {}-channel images", self.in_channels),
             });
         }
         let min = self.backbone.min_image_side();
@@ -345,7 +345,7 @@ mod tests {
         assert!(grey.check_image_shape(1, 28, 28).is_ok());
         assert!(grey.check_image_shape(1, 16, 105).is_ok());
         let err = grey.check_image_shape(3, 28, 28).unwrap_err();
-        assert!(err.to_string().contains("takes 1 channels"), "{err}");
+        assert!(err.to_string().contains("expects 1-channel images"), "{err}");
         let err = grey.check_image_shape(1, 15, 28).unwrap_err();
         assert!(err.to_string().contains("at least 16x16"), "{err}");
         let rgb = config(Backbone::ResNet50, HeadKind::Direct, 8, 3);

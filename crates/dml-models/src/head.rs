@@ -88,3 +88,59 @@ impl EmbeddingHead {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use super::*;
+    use crate::test_support::values;
+
+    fn features(device: &Device) -> Tensor<2> {
+        let v: Vec<f32> = (0..3 * 6).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        Tensor::from_data(TensorData::new(v, [3, 6]), device)
+    }
+
+    fn head(hidden: bool, l2: bool, device: &Device) -> EmbeddingHead {
+        EmbeddingHead::new(6, 4, hidden, l2, &mut WeightInit::new(21, device), device)
+    }
+
+    #[test]
+    fn direct_head_is_affine_in_the_features() {
+        let device = Device::flex();
+        let h = head(false, false, &device);
+        let w = values(h.embedding.weight.val()); // [6, 4]
+        let b = values(h.embedding.bias.as_ref().unwrap().val());
+        let f = values(features(&device));
+        let out = values(h.forward(features(&device)));
+        for row in 0..3 {
+            for col in 0..4 {
+                let expected: f32 =
+                    b[col] + (0..6).map(|k| f[row * 6 + k] * w[k * 4 + col]).sum::<f32>();
+                assert!((out[row * 4 + col] - expected).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn normalised_heads_are_the_plain_heads_divided_by_their_norm() {
+        let device = Device::flex().autodiff();
+        for hidden in [false, true] {
+            let plain = values(head(hidden, false, &device).forward(features(&device)));
+            let unit = values(head(hidden, true, &device).forward(features(&device)));
+            for (p, u) in plain.chunks(4).zip(unit.chunks(4)) {
+                let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
+                for (x, y) in p.iter().zip(u) {
+                    assert!((x / norm - y).abs() < 1e-5, "hidden {hidden}: {p:?} vs {u:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_zero_embedding_stays_zero_when_normalised() {
+        let device = Device::flex();
+        let out = values(head(false, true, &device).forward(Tensor::zeros([2, 6], &device)));
+        assert!(out.iter().all(|x| *x == 0.0), "{out:?}");
+    }
+}

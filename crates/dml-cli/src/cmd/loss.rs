@@ -1,10 +1,86 @@
-//! `dml loss` (being written).
+//! `dml loss`: run PML-style loss cases and write PML-style results, so anyone can check dml
+//! against pytorch-metric-learning on their own data.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use dml_losses::cases::{Dtype, run_case_file};
 
 /// Arguments of `dml loss`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Case file in pytorch-metric-learning's format (see fixtures/pml/pml-cases.json).
+    #[arg(long, value_name = "PATH")]
+    cases: PathBuf,
+    /// Write the results here (atomically) instead of printing them.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Compute in this precision (default: the file's `dtype`, else f32).
+    #[arg(long, value_name = "DTYPE")]
+    dtype: Option<DtypeArg>,
+}
+
+/// `--dtype` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DtypeArg {
+    F32,
+    F64,
+}
 
 /// Runs `dml loss`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("dml loss is not built yet")
+///
+/// Every case is written to the results, rejected ones with an `error` field; if any case was
+/// rejected the command then fails with the first rejection's message.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.cases)
+        .with_context(|| format!("cannot read {}", args.cases.display()))?;
+    let dtype = args.dtype.map(|d| match d {
+        DtypeArg::F32 => Dtype::F32,
+        DtypeArg::F64 => Dtype::F64,
+    });
+    let results = run_case_file(&text, dtype).with_context(|| args.cases.display().to_string())?;
+    let json = serde_json::to_string_pretty(&results)?;
+    match &args.out {
+        Some(path) => write_atomically(path, json.as_bytes())?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(json.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+    }
+    let rejected: Vec<&str> = results["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("error").and_then(|e| e.as_str()))
+        .collect();
+    if let Some(first) = rejected.first() {
+        anyhow::bail!(
+            "{} of {} cases rejected; first: {first}",
+            rejected.len(),
+            results["results"].as_array().map_or(0, Vec::len)
+        );
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so readers
+/// never see a half-written file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move results to {}", path.display()))
 }

@@ -22,17 +22,22 @@ use crate::{Dataset, Error};
 use raster::Canvas;
 
 /// Per-sample variation of a glyph around its prototype.
+///
+/// The defaults make raw pixels a weak representation: 1-nearest-neighbour accuracy on raw
+/// pixels of the default test split (32 classes x 20, one mode) is about 0.6 (0.93 with half
+/// these amplitudes), leaving room for a learned embedding to show (measured by
+/// `examples/loader_throughput.rs`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GlyphJitter {
-    /// Largest rotation either way, degrees. Default: 12.
+    /// Largest rotation either way, degrees. Default: 20.
     pub max_rotation_deg: f32,
-    /// Largest relative scale change (scale in `[1 - s, 1 + s]`). Default: 0.12.
+    /// Largest relative scale change (scale in `[1 - s, 1 + s]`). Default: 0.2.
     pub max_scale: f32,
-    /// Largest shift along each axis, fraction of the image side. Default: 0.08.
+    /// Largest shift along each axis, fraction of the image side. Default: 0.12.
     pub max_shift: f32,
     /// Largest move of each Bézier control point along each axis, fraction of the side: the
-    /// "handwriting" variation. Default: 0.04.
+    /// "handwriting" variation. Default: 0.06.
     pub max_control_shift: f32,
     /// Thinnest stroke, fraction of the side. Default: 0.05 (1.4 px at 28 px).
     pub min_stroke_width: f32,
@@ -45,10 +50,10 @@ pub struct GlyphJitter {
 impl Default for GlyphJitter {
     fn default() -> Self {
         Self {
-            max_rotation_deg: 12.0,
-            max_scale: 0.12,
-            max_shift: 0.08,
-            max_control_shift: 0.04,
+            max_rotation_deg: 20.0,
+            max_scale: 0.2,
+            max_shift: 0.12,
+            max_control_shift: 0.06,
             min_stroke_width: 0.05,
             max_stroke_width: 0.09,
             noise: 0.08,

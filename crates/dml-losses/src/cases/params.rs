@@ -75,7 +75,10 @@ impl<'a> Params<'a> {
         match self.value(key) {
             None => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| {
-                Error::Case(format!("{}: `{key}` must be true or false, got {v}", self.owner))
+                Error::Case(format!(
+                    "{}: `{key}` must be true or false, got {v}",
+                    self.owner
+                ))
             }),
         }
     }
@@ -118,7 +121,9 @@ pub(crate) fn nested<'a>(what: &str, value: &'a Value) -> Result<(&'a str, Optio
         Value::String(s) => Ok((s.as_str(), None)),
         Value::Object(m) => {
             let name = m.get("name").and_then(Value::as_str).ok_or_else(|| {
-                Error::Case(format!("{what}: expected {{\"name\": ..., \"params\": ...}}, got {value}"))
+                Error::Case(format!(
+                    "{what}: expected {{\"name\": ..., \"params\": ...}}, got {value}"
+                ))
             })?;
             if let Some(extra) = m.keys().find(|k| *k != "name" && *k != "params") {
                 return Err(Error::Case(format!(
@@ -144,7 +149,10 @@ mod tests {
         assert_eq!(p.f64("margin", 0.05).unwrap(), 0.05);
         assert!(p.bool("swap", false).unwrap());
         let err = p.finish().unwrap_err().to_string();
-        assert!(err.contains("`margn`") && err.contains("supported: margin, swap"), "{err}");
+        assert!(
+            err.contains("`margn`") && err.contains("supported: margin, swap"),
+            "{err}"
+        );
     }
 
     #[test]

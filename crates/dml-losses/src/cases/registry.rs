@@ -9,20 +9,46 @@ use serde_json::Value;
 use super::params::{Params, nested};
 use crate::distance::{Distance, LpPower};
 use crate::error::{Error, Result};
-use crate::loss::{ContrastiveLoss, LossKernel, LossKind, TripletMarginLoss};
+use crate::loss::{
+    AngularLoss, AngularMcLoss, ContrastiveLoss, LossKernel, LossKind, MultiSimilarityLoss,
+    NPairAngularLoss, NPairsLoss, TripletMarginLoss,
+};
+use crate::loss::{ArcFaceLoss, NTXentLoss, ProxyAnchorLoss, ProxyNCALoss};
 use crate::metric_loss::MetricLoss;
-use crate::miner::{BatchHardMiner, Miner, TripletMarginMiner, TripletType};
+use crate::miner::{
+    BatchHardMiner, DistanceWeightedMiner, Miner, MultiSimilarityMiner, SemiHardMiner,
+    TripletMarginMiner, TripletType,
+};
 use crate::reducer::{Reducer, ThresholdBounds};
 use crate::regularizer::LpRegularizer;
 
 /// The PML loss class names dml understands.
-pub const SUPPORTED_LOSSES: &[&str] = &["ContrastiveLoss", "TripletMarginLoss"];
+pub const SUPPORTED_LOSSES: &[&str] = &[
+    "ContrastiveLoss",
+    "TripletMarginLoss",
+    "NPairsLoss",
+    "AngularLoss",
+    "NPairAngularLoss",
+    "AngularMcLoss",
+    "MultiSimilarityLoss",
+    "NTXentLoss",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "ArcFaceLoss",
+];
 
 /// The PML miner class names dml understands.
-pub const SUPPORTED_MINERS: &[&str] = &["TripletMarginMiner", "BatchHardMiner"];
+pub const SUPPORTED_MINERS: &[&str] = &[
+    "TripletMarginMiner",
+    "BatchHardMiner",
+    "SemiHardMiner",
+    "MultiSimilarityMiner",
+    "DistanceWeightedMiner",
+];
 
 /// The PML distance class names dml understands.
-pub const SUPPORTED_DISTANCES: &[&str] = &["LpDistance", "CosineSimilarity", "DotProductSimilarity"];
+pub const SUPPORTED_DISTANCES: &[&str] =
+    &["LpDistance", "CosineSimilarity", "DotProductSimilarity"];
 
 /// The PML reducer class names dml understands.
 pub const SUPPORTED_REDUCERS: &[&str] = &[
@@ -89,13 +115,17 @@ fn unknown(what: &str, name: &str, supported: &[&str]) -> Error {
 }
 
 /// The loss kernel of a PML loss class (its class-specific arguments only).
-fn build_kind(name: &str, p: &mut Params<'_>, _ctx: BuildContext) -> Result<LossKind> {
+fn build_kind(name: &str, p: &mut Params<'_>, ctx: BuildContext) -> Result<LossKind> {
     let lp = Distance::PML_LP_DEFAULT;
     Ok(match name {
         "ContrastiveLoss" => {
             let distance = distance_or(p, lp)?;
-            ContrastiveLoss::new(distance, p.f64("pos_margin", 0.0)?, p.f64("neg_margin", 1.0)?)?
-                .into()
+            ContrastiveLoss::new(
+                distance,
+                p.f64("pos_margin", 0.0)?,
+                p.f64("neg_margin", 1.0)?,
+            )?
+            .into()
         }
         "TripletMarginLoss" => {
             let distance = distance_or(p, lp)?;
@@ -112,8 +142,85 @@ fn build_kind(name: &str, p: &mut Params<'_>, _ctx: BuildContext) -> Result<Loss
                 .with_smooth_loss(p.bool("smooth_loss", false)?)
                 .into()
         }
+        "NPairsLoss" => {
+            NPairsLoss::new(distance_or(p, Distance::DotProduct { normalize: true })?).into()
+        }
+        "AngularLoss" => {
+            require_distance(p, lp)?;
+            AngularLoss::new(p.f64("alpha", 40.0)?)?.into()
+        }
+        "NPairAngularLoss" => NPairAngularLoss::new(
+            p.f64("alpha", 45.0)?,
+            p.f64("lambda", 2.0)?,
+            p.bool("normalize_embeddings", true)?,
+        )?
+        .into(),
+        "AngularMcLoss" => {
+            AngularMcLoss::new(p.f64("alpha", 45.0)?, p.bool("normalize_embeddings", true)?)?.into()
+        }
+        "MultiSimilarityLoss" => {
+            let distance = distance_or(p, Distance::Cosine)?;
+            MultiSimilarityLoss::new(
+                distance,
+                p.f64("alpha", 2.0)?,
+                p.f64("beta", 50.0)?,
+                p.f64("base", 0.5)?,
+            )?
+            .into()
+        }
+        "NTXentLoss" => {
+            NTXentLoss::new(distance_or(p, Distance::Cosine)?, p.f64("temperature", 0.07)?)?.into()
+        }
+        "ProxyAnchorLoss" => {
+            let distance = distance_or(p, Distance::Cosine)?;
+            let classes = proxy_classes(p, ctx)?;
+            ProxyAnchorLoss::new(distance, classes, p.f64("margin", 0.1)?, p.f64("alpha", 32.0)?)?
+                .into()
+        }
+        "ProxyNCALoss" => {
+            let distance = distance_or(
+                p,
+                Distance::Lp {
+                    power: LpPower::Two,
+                    normalize: true,
+                },
+            )?;
+            let classes = proxy_classes(p, ctx)?;
+            ProxyNCALoss::new(distance, classes, p.f64("softmax_scale", 1.0)?)?.into()
+        }
+        "ArcFaceLoss" => {
+            let distance = distance_or(p, Distance::Cosine)?;
+            let classes = proxy_classes(p, ctx)?;
+            ArcFaceLoss::new(distance, classes, p.f64("margin", 28.6)?, p.f64("scale", 64.0)?)?
+                .into()
+        }
         other => return Err(unknown("loss", other, SUPPORTED_LOSSES)),
     })
+}
+
+/// A proxy loss's `num_classes` (and `embedding_size`), checked against the proxies the case
+/// brings; either the argument or the proxies must say how many classes there are.
+fn proxy_classes(p: &mut Params<'_>, ctx: BuildContext) -> Result<usize> {
+    let owner = p.owner().to_string();
+    let classes = p.opt_usize("num_classes")?;
+    let width = p.opt_usize("embedding_size")?;
+    match (classes, ctx.proxies) {
+        (None, None) => Err(Error::Case(format!(
+            "{owner}: `num_classes` is required (or give the case `proxies`)"
+        ))),
+        (Some(c), None) => Ok(c),
+        (given, Some((rows, cols))) => {
+            if given.is_some_and(|c| c != rows) || width.is_some_and(|w| w != cols) {
+                return Err(Error::Case(format!(
+                    "{owner}: num_classes={} and embedding_size={} disagree with the {rows} x \
+                     {cols} proxies",
+                    given.map_or("-".into(), |c| c.to_string()),
+                    width.map_or("-".into(), |w| w.to_string()),
+                )));
+            }
+            Ok(rows)
+        }
+    }
 }
 
 /// The `distance` argument, or `default` (the class's PML default distance).
@@ -122,6 +229,31 @@ fn distance_or(p: &mut Params<'_>, default: Distance) -> Result<Distance> {
         None => Ok(default),
         Some(v) => build_distance(v),
     }
+}
+
+/// Accepts a `distance` argument only if it equals `required` (PML asserts the distance type
+/// of some losses and miners).
+fn require_distance(p: &mut Params<'_>, required: Distance) -> Result<()> {
+    let given = distance_or(p, required)?;
+    if given == required {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDistance {
+            owner: leak_owner(p.owner()),
+            required: "LpDistance(p=2, power=1, normalize_embeddings=True)",
+            given: given.describe(),
+        })
+    }
+}
+
+/// Owners of parameters are static strings in errors; case owners are the known class names.
+fn leak_owner(name: &str) -> &'static str {
+    SUPPORTED_LOSSES
+        .iter()
+        .chain(SUPPORTED_MINERS)
+        .find(|&&s| s == name)
+        .copied()
+        .unwrap_or("this loss")
 }
 
 /// A PML distance object.
@@ -223,6 +355,21 @@ pub fn build_miner(name: &str, params: Option<&Value>) -> Result<Miner> {
             TripletMarginMiner::new(distance, p.f64("margin", 0.2)?, kind)?.into()
         }
         "BatchHardMiner" => BatchHardMiner::new(distance_or(&mut p, lp)?).into(),
+        "SemiHardMiner" => SemiHardMiner::new(distance_or(&mut p, lp)?).into(),
+        "MultiSimilarityMiner" => {
+            let distance = distance_or(&mut p, Distance::Cosine)?;
+            MultiSimilarityMiner::new(distance, p.f64("epsilon", 0.1)?)?.into()
+        }
+        "DistanceWeightedMiner" => {
+            require_distance(&mut p, DistanceWeightedMiner::DISTANCE)?;
+            let seed = p.opt_usize("seed")?.unwrap_or(0) as u64;
+            DistanceWeightedMiner::new(
+                p.f64("cutoff", 0.5)?,
+                p.f64("nonzero_loss_cutoff", 1.4)?,
+                seed,
+            )?
+            .into()
+        }
         other => return Err(unknown("miner", other, SUPPORTED_MINERS)),
     };
     p.finish()?;

@@ -33,8 +33,8 @@ const CASE_KEYS: &[&str] = &[
 /// The dtype is `dtype` if given, else the file's `dtype` (`float32` / `float64`), else f32.
 /// A malformed file is an error; a case that fails becomes a result with an `error` field.
 pub fn run_case_file(text: &str, dtype: Option<Dtype>) -> Result<Value> {
-    let doc: Value = serde_json::from_str(text)
-        .map_err(|e| Error::Case(format!("not valid JSON: {e}")))?;
+    let doc: Value =
+        serde_json::from_str(text).map_err(|e| Error::Case(format!("not valid JSON: {e}")))?;
     let top = doc
         .as_object()
         .ok_or_else(|| Error::Case("the top level must be an object".into()))?;
@@ -136,9 +136,9 @@ fn run_named_case<T: Real>(
         .ok_or_else(|| Error::Case("a case needs a string `loss`".into()))?;
     let (emb, n, d) = matrix::<T>(
         "embeddings",
-        obj.get("embeddings")
-            .or(shared.embeddings)
-            .ok_or_else(|| Error::Case("no embeddings (neither in the case nor the file)".into()))?,
+        obj.get("embeddings").or(shared.embeddings).ok_or_else(|| {
+            Error::Case("no embeddings (neither in the case nor the file)".into())
+        })?,
     )?;
     let labels = labels(
         obj.get("labels")
@@ -153,7 +153,9 @@ fn run_named_case<T: Real>(
         None | Some(Value::Null) => None,
         Some(Value::String(m)) => Some((m.as_str(), obj.get("miner_params"))),
         Some(other) => {
-            return Err(Error::Case(format!("`miner` must be a class name, got {other}")));
+            return Err(Error::Case(format!(
+                "`miner` must be a class name, got {other}"
+            )));
         }
     };
     let ctx = BuildContext {
@@ -169,7 +171,10 @@ fn run_named_case<T: Real>(
     if let Some((p, c, pd)) = &proxies {
         batch = batch.with_params(MatrixRef::new(p, *c, *pd)?);
     }
-    let unreduced = obj.get("unreduced").and_then(Value::as_bool).unwrap_or(false);
+    let unreduced = obj
+        .get("unreduced")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     if unreduced {
         batch = batch.with_terms();
     }
@@ -177,7 +182,10 @@ fn run_named_case<T: Real>(
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
     out.insert("loss_name".into(), json!(loss_name));
-    out.insert("miner_name".into(), miner.map_or(Value::Null, |(m, _)| json!(m)));
+    out.insert(
+        "miner_name".into(),
+        miner.map_or(Value::Null, |(m, _)| json!(m)),
+    );
     if let (Some((m, mp)), None) = (miner, &tuples) {
         // Mined again here, on purpose: the loss may have fused the miner without listing it.
         let mined = build_miner(m, mp)?.mine(x, &labels, 0)?;

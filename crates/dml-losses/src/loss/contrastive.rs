@@ -79,11 +79,19 @@ impl LossKernel for ContrastiveLoss {
         let slope = dist.margin_slope::<T>();
         let pos_f = move |s: T| {
             let v = dist.margin(s, pm);
-            if v > T::zero() { (v, slope) } else { (T::zero(), T::zero()) }
+            if v > T::zero() {
+                (v, slope)
+            } else {
+                (T::zero(), T::zero())
+            }
         };
         let neg_f = move |s: T| {
             let v = dist.margin(nm, s);
-            if v > T::zero() { (v, -slope) } else { (T::zero(), T::zero()) }
+            if v > T::zero() {
+                (v, -slope)
+            } else {
+                (T::zero(), T::zero())
+            }
         };
         let scores = dist.scores(x, None);
         let mut grad_s = vec![T::zero(); n * n];
@@ -95,13 +103,19 @@ impl LossKernel for ContrastiveLoss {
             terms.push(LossTerm {
                 name: "pos_loss",
                 losses: pos.values(&scores, |s| pos_f(s).0),
-                indices: TermIndices::PerPosPair { anchor: a, positive: p },
+                indices: TermIndices::PerPosPair {
+                    anchor: a,
+                    positive: p,
+                },
             });
             let (a, ng) = neg.to_lists();
             terms.push(LossTerm {
                 name: "neg_loss",
                 losses: neg.values(&scores, |s| neg_f(s).0),
-                indices: TermIndices::PerNegPair { anchor: a, negative: ng },
+                indices: TermIndices::PerNegPair {
+                    anchor: a,
+                    negative: ng,
+                },
             });
         }
         let grads = scores.backward(&mut grad_s);

@@ -8,16 +8,35 @@
 //! [`crate::MetricLoss`] adds miners and regularisers around them. See
 //! `docs/losses-framework.md` for how to add one.
 
+mod angular;
+mod angular_mc;
+mod arc_face;
 mod contrastive;
+mod multi_similarity;
+mod n_pair_angular;
+mod n_pairs;
+mod nt_xent;
+mod pair_mask;
 mod pair_set;
+mod proxies;
+mod proxy_anchor;
+mod proxy_nca;
 mod terms;
 mod triplet_margin;
 mod triplet_window;
 
+pub use angular::AngularLoss;
+pub use angular_mc::AngularMcLoss;
+pub use arc_face::ArcFaceLoss;
 pub use contrastive::ContrastiveLoss;
+pub use multi_similarity::MultiSimilarityLoss;
+pub use n_pair_angular::NPairAngularLoss;
+pub use n_pairs::NPairsLoss;
+pub use nt_xent::NTXentLoss;
+pub use proxy_anchor::ProxyAnchorLoss;
+pub use proxy_nca::ProxyNCALoss;
 pub use terms::{LossTerm, TermIndices};
 pub use triplet_margin::TripletMarginLoss;
-
 
 use dml_core::Real;
 use serde::{Deserialize, Serialize};
@@ -150,6 +169,24 @@ pub enum LossKind {
     Contrastive(ContrastiveLoss),
     /// See [`TripletMarginLoss`].
     TripletMargin(TripletMarginLoss),
+    /// See [`NPairsLoss`].
+    NPairs(NPairsLoss),
+    /// See [`AngularLoss`].
+    Angular(AngularLoss),
+    /// See [`NPairAngularLoss`].
+    NPairAngular(NPairAngularLoss),
+    /// See [`AngularMcLoss`].
+    AngularMc(AngularMcLoss),
+    /// See [`MultiSimilarityLoss`].
+    MultiSimilarity(MultiSimilarityLoss),
+    /// See [`ProxyAnchorLoss`].
+    ProxyAnchor(ProxyAnchorLoss),
+    /// See [`ProxyNCALoss`].
+    ProxyNca(ProxyNCALoss),
+    /// See [`ArcFaceLoss`].
+    ArcFace(ArcFaceLoss),
+    /// See [`NTXentLoss`].
+    NtXent(NTXentLoss),
 }
 
 /// Calls `$body` with `$k` bound to the kernel inside any [`LossKind`] variant.
@@ -158,6 +195,15 @@ macro_rules! with_kernel {
         match $kind {
             LossKind::Contrastive($k) => $body,
             LossKind::TripletMargin($k) => $body,
+            LossKind::NPairs($k) => $body,
+            LossKind::Angular($k) => $body,
+            LossKind::NPairAngular($k) => $body,
+            LossKind::AngularMc($k) => $body,
+            LossKind::MultiSimilarity($k) => $body,
+            LossKind::ProxyAnchor($k) => $body,
+            LossKind::ProxyNca($k) => $body,
+            LossKind::ArcFace($k) => $body,
+            LossKind::NtXent($k) => $body,
         }
     };
 }
@@ -205,4 +251,13 @@ macro_rules! impl_from_kernel {
 impl_from_kernel!(
     Contrastive(ContrastiveLoss),
     TripletMargin(TripletMarginLoss),
+    NPairs(NPairsLoss),
+    Angular(AngularLoss),
+    NPairAngular(NPairAngularLoss),
+    AngularMc(AngularMcLoss),
+    MultiSimilarity(MultiSimilarityLoss),
+    ProxyAnchor(ProxyAnchorLoss),
+    ProxyNca(ProxyNCALoss),
+    ArcFace(ArcFaceLoss),
+    NtXent(NTXentLoss),
 );

@@ -146,7 +146,11 @@ impl PairSet<'_> {
 /// Whether `(i, j)` belongs to the all-positive (`positive`) or all-negative pair set.
 #[inline]
 pub(crate) fn includes(positive: bool, i: usize, j: usize, li: i64, lj: i64) -> bool {
-    if positive { li == lj && i != j } else { li != lj }
+    if positive {
+        li == lj && i != j
+    } else {
+        li != lj
+    }
 }
 
 #[inline]
@@ -200,7 +204,9 @@ pub(crate) fn selected_pairs<'a>(
     match *selection {
         Selection::All => Ok(None),
         Selection::Tuples(Tuples::Pairs(p)) => Ok(Some(std::borrow::Cow::Borrowed(p))),
-        Selection::Tuples(t @ Tuples::Triplets(_)) => Ok(Some(std::borrow::Cow::Owned(t.to_pairs()))),
+        Selection::Tuples(t @ Tuples::Triplets(_)) => {
+            Ok(Some(std::borrow::Cow::Owned(t.to_pairs())))
+        }
         Selection::Fused(m) => Err(crate::error::Error::Case(format!(
             "{owner} cannot fuse {}; mine its tuples first",
             m.name()

@@ -225,15 +225,22 @@ impl LossKernel for TripletMarginLoss {
                 Some(m)
             }
             Selection::Fused(m) => {
-                return Err(Error::Case(format!("TripletMarginLoss cannot fuse {}", m.name())));
+                return Err(Error::Case(format!(
+                    "TripletMarginLoss cannot fuse {}",
+                    m.name()
+                )));
             }
             _ => None,
         };
         let listed: Option<Cow<'_, TripletIndices>> = match input.selection {
             Selection::Tuples(Tuples::Triplets(t)) => Some(Cow::Borrowed(t)),
-            Selection::Tuples(Tuples::Pairs(p)) => Some(Cow::Owned(p.to_triplets(input.tuple_budget)?)),
+            Selection::Tuples(Tuples::Pairs(p)) => {
+                Some(Cow::Owned(p.to_triplets(input.tuple_budget)?))
+            }
             _ if input.want_terms => Some(Cow::Owned(match window {
-                Some(m) => m.with_max_triplets(input.tuple_budget).mine(&scores, labels)?,
+                Some(m) => m
+                    .with_max_triplets(input.tuple_budget)
+                    .mine(&scores, labels)?,
                 None => TripletIndices::all(labels, input.tuple_budget)?,
             })),
             _ => None,
@@ -253,11 +260,19 @@ impl LossKernel for TripletMarginLoss {
                 (loss, stats, terms)
             }
             None if !self.swap && !self.smooth => {
-                let r = fused_hinge(&scores, labels, T::of(self.margin), window, input.reducer, &mut grad_s);
+                let r = fused_hinge(
+                    &scores,
+                    labels,
+                    T::of(self.margin),
+                    window,
+                    input.reducer,
+                    &mut grad_s,
+                );
                 (r.value, r.stats, Vec::new())
             }
             None => {
-                let (loss, stats) = self.visited(&scores, labels, window, input.reducer, &mut grad_s);
+                let (loss, stats) =
+                    self.visited(&scores, labels, window, input.reducer, &mut grad_s);
                 (loss, stats, Vec::new())
             }
         };

@@ -63,7 +63,8 @@ pub(crate) fn fused_hinge<T: Real>(
                 let relu = |u: T| hinge(u).max(T::zero());
                 let k_lo = lo + run.partition_point(|&u| !reducer.below_upper(relu(u)));
                 let k_hi = (lo + run.partition_point(|&u| reducer.above_lower(relu(u)))).max(k_lo);
-                let act_hi = (lo + run.partition_point(|&u| hinge(u) > T::zero())).clamp(k_lo, k_hi);
+                let act_hi =
+                    (lo + run.partition_point(|&u| hinge(u) > T::zero())).clamp(k_lo, k_hi);
                 let n_act = (act_hi - k_lo) as u64;
                 acc.0 += n_act as f64 * (up.f64() + margin.f64()) - (prefix[act_hi] - prefix[k_lo]);
                 acc.1 += (k_hi - k_lo) as u64;

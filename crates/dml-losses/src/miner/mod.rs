@@ -7,9 +7,16 @@
 //! can evaluate a miner inline (see [`crate::loss::LossKernel::fuses`]) never materialise it.
 
 mod batch_hard;
+mod distance_weighted;
+mod multi_similarity;
+mod semi_hard;
 mod triplet_margin;
 
 pub use batch_hard::BatchHardMiner;
+pub use distance_weighted::DistanceWeightedMiner;
+pub(crate) use multi_similarity::MultiSimilarityCuts;
+pub use multi_similarity::MultiSimilarityMiner;
+pub use semi_hard::SemiHardMiner;
 pub use triplet_margin::{TripletMarginMiner, TripletType};
 
 use dml_core::Real;
@@ -31,6 +38,12 @@ pub enum Miner {
     TripletMargin(TripletMarginMiner),
     /// See [`BatchHardMiner`].
     BatchHard(BatchHardMiner),
+    /// See [`SemiHardMiner`].
+    SemiHard(SemiHardMiner),
+    /// See [`MultiSimilarityMiner`].
+    MultiSimilarity(MultiSimilarityMiner),
+    /// See [`DistanceWeightedMiner`].
+    DistanceWeighted(DistanceWeightedMiner),
 }
 
 impl Miner {
@@ -39,6 +52,9 @@ impl Miner {
         match self {
             Miner::TripletMargin(_) => "TripletMarginMiner",
             Miner::BatchHard(_) => "BatchHardMiner",
+            Miner::SemiHard(_) => "SemiHardMiner",
+            Miner::MultiSimilarity(_) => "MultiSimilarityMiner",
+            Miner::DistanceWeighted(_) => "DistanceWeightedMiner",
         }
     }
 
@@ -47,6 +63,9 @@ impl Miner {
         match self {
             Miner::TripletMargin(m) => m.distance(),
             Miner::BatchHard(m) => m.distance(),
+            Miner::SemiHard(m) => m.distance(),
+            Miner::MultiSimilarity(m) => m.distance(),
+            Miner::DistanceWeighted(_) => DistanceWeightedMiner::DISTANCE,
         }
     }
 
@@ -58,34 +77,45 @@ impl Miner {
         step: u64,
     ) -> Result<Tuples> {
         let scores = self.distance().scores(embeddings, None);
-        self.mine_scores(&scores, labels, step)
+        self.mine_scores(&scores, labels, embeddings.cols(), step)
     }
 
-    /// Mines tuples from a precomputed self score matrix of [`Miner::distance`].
+    /// Mines tuples from a precomputed self score matrix of [`Miner::distance`]; `dim` is the
+    /// embedding width.
     pub fn mine_scores<T: Real>(
         &self,
         scores: &Scores<T>,
         labels: &[i64],
-        _step: u64,
+        dim: usize,
+        step: u64,
     ) -> Result<Tuples> {
-        match self {
-            Miner::TripletMargin(m) => m.mine(scores, labels).map(Tuples::Triplets),
-            Miner::BatchHard(m) => Ok(Tuples::Triplets(m.mine(scores, labels))),
-        }
+        Ok(match self {
+            Miner::TripletMargin(m) => Tuples::Triplets(m.mine(scores, labels)?),
+            Miner::BatchHard(m) => Tuples::Triplets(m.mine(scores, labels)),
+            Miner::SemiHard(m) => Tuples::Triplets(m.mine(scores, labels)),
+            Miner::MultiSimilarity(m) => Tuples::Pairs(m.mine(scores, labels)),
+            Miner::DistanceWeighted(m) => Tuples::Triplets(m.mine(scores, labels, dim, step)),
+        })
     }
 }
 
-impl From<TripletMarginMiner> for Miner {
-    fn from(m: TripletMarginMiner) -> Self {
-        Miner::TripletMargin(m)
-    }
+macro_rules! impl_from_miner {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for Miner {
+            fn from(m: $ty) -> Self {
+                Miner::$variant(m)
+            }
+        })*
+    };
 }
 
-impl From<BatchHardMiner> for Miner {
-    fn from(m: BatchHardMiner) -> Self {
-        Miner::BatchHard(m)
-    }
-}
+impl_from_miner!(
+    TripletMargin(TripletMarginMiner),
+    BatchHard(BatchHardMiner),
+    SemiHard(SemiHardMiner),
+    MultiSimilarity(MultiSimilarityMiner),
+    DistanceWeighted(DistanceWeightedMiner),
+);
 
 /// A row's negatives sorted by farness (distance, or negated similarity), ascending.
 ///
@@ -103,6 +133,10 @@ pub(crate) fn sorted_negatives<T: Real>(
         .filter(|&(j, _)| labels[j] != labels[anchor])
         .map(|(j, &s)| (dist.farness(s), j as u32))
         .collect();
-    pairs.sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+    pairs.sort_unstable_by(|a, b| {
+        a.0.partial_cmp(&b.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.1.cmp(&b.1))
+    });
     pairs.into_iter().unzip()
 }

@@ -188,12 +188,19 @@ mod tests {
     /// The streaming miner agrees with filtering every triplet by the definition.
     #[test]
     fn matches_brute_force_filter() {
-        let x: Vec<f64> = (0..40).map(|k| ((k * 7919) % 23) as f64 / 7.0 - 1.5).collect();
+        let x: Vec<f64> = (0..40)
+            .map(|k| ((k * 7919) % 23) as f64 / 7.0 - 1.5)
+            .collect();
         let labels = [0, 1, 0, 2, 1, 0, 2, 1, 1, 0];
         let m = MatrixRef::new(&x, 10, 4).unwrap();
         for dist in [Distance::PML_LP_DEFAULT, Distance::Cosine] {
             let s = dist.scores(m, None);
-            for kind in [TripletType::All, TripletType::Hard, TripletType::SemiHard, TripletType::Easy] {
+            for kind in [
+                TripletType::All,
+                TripletType::Hard,
+                TripletType::SemiHard,
+                TripletType::Easy,
+            ] {
                 let miner = TripletMarginMiner::new(dist, 0.2, kind).unwrap();
                 let got = miner.mine(&s, &labels).unwrap();
                 let mut want = TripletIndices::default();
@@ -219,7 +226,11 @@ mod tests {
         let s = miner.distance().scores(m, None);
         assert!(matches!(
             miner.mine(&s, &labels),
-            Err(Error::TupleBudgetExceeded { needed: 200, budget: 3, .. })
+            Err(Error::TupleBudgetExceeded {
+                needed: 200,
+                budget: 3,
+                ..
+            })
         ));
     }
 }

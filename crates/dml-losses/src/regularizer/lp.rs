@@ -72,7 +72,10 @@ impl LpRegularizer {
                 let norm = if self.p == 2.0 {
                     row.iter().map(|&v| v * v).sum::<T>().sqrt()
                 } else {
-                    row.iter().map(|&v| v.abs().powf(p)).sum::<T>().powf(T::one() / p)
+                    row.iter()
+                        .map(|&v| v.abs().powf(p))
+                        .sum::<T>()
+                        .powf(T::one() / p)
                 };
                 if norm > T::zero() {
                     // d ||x||^power / dx_k = power ||x||^(power - p) sign(x_k) |x_k|^(p - 1)

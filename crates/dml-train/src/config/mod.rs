@@ -306,12 +306,13 @@ mod tests {
             Override::parse("train.epochs=3").unwrap(),
             Override::parse("optimizer.kind=sgd").unwrap(),
             Override::parse("optimizer.momentum=0.9").unwrap(),
+            Override::parse("optimizer.lr=0.02").unwrap(),
         ];
         let config = RunConfig::resolve("[optimizer]\nkind='adam'\nlr=0.01\n", "run.toml", &overrides)
             .unwrap();
         assert_eq!(config.train.epochs, 3);
         assert!(matches!(config.optimizer, OptimizerConfig::Sgd { lr, momentum, .. }
-            if lr == 0.01 && momentum == 0.9));
+            if lr == 0.02 && momentum == 0.9));
 
         let bad = [Override::parse("train.epoch=3").unwrap()];
         let err = RunConfig::resolve("", "run.toml", &bad).unwrap_err().to_string();

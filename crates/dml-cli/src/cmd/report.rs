@@ -1,0 +1,83 @@
+//! `dml report`: turn an experiment's `results.jsonl` into `report.md` plus SVG/PNG figures.
+//!
+//! The report is made from the results file (and the embedding files it references) alone,
+//! so it can be regenerated at any time, also for an experiment that is still running.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use dml_experiment::{ReportOptions, TsneConfig, write_report};
+
+/// Arguments of `dml report`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Results of `dml experiment`: one JSON record per finished run.
+    #[arg(value_name = "RESULTS")]
+    results: PathBuf,
+    /// Folder for report.md and figures/ (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Subsample test embeddings to at most NUM points per t-SNE map.
+    #[arg(long, value_name = "NUM", default_value_t = ReportOptions::default().tsne_max_points,
+          value_parser = clap::value_parser!(u64).range(4..))]
+    tsne_points: u64,
+    /// Seed of the t-SNE maps and their subsampling.
+    #[arg(long, value_name = "NUM", default_value_t = TsneConfig::default().seed)]
+    seed: u64,
+}
+
+/// Runs `dml report`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let defaults = ReportOptions::default();
+    let options = ReportOptions {
+        tsne: TsneConfig {
+            seed: args.seed,
+            ..defaults.tsne
+        },
+        tsne_max_points: usize::try_from(args.tsne_points).unwrap_or(usize::MAX),
+        ..defaults
+    };
+    let summary = write_report(&args.results, &args.out, &options)
+        .with_context(|| format!("cannot write the report of {}", args.results.display()))?;
+    if let Some(tail) = summary.truncated_tail {
+        eprintln!(
+            "dml: warning: {}: ignored unfinished line {} ({} bytes) left by an interrupted run",
+            args.results.display(),
+            tail.line,
+            tail.bytes
+        );
+    }
+    writeln!(
+        std::io::stdout().lock(),
+        "wrote {} ({} runs, {} figure files)",
+        summary.report.display(),
+        summary.runs,
+        summary.figures.len()
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    #[test]
+    fn out_is_required_and_tsne_points_has_a_floor() {
+        assert!(Cli::try_parse_from(["report", "r.jsonl"]).is_err());
+        let cli = Cli::try_parse_from(["report", "r.jsonl", "--out", "o"]).unwrap();
+        assert_eq!(cli.args.tsne_points, 2000);
+        assert_eq!(cli.args.seed, 0);
+        let cli =
+            Cli::try_parse_from(["report", "r.jsonl", "--out", "o", "--tsne-points", "500", "--seed", "7"])
+                .unwrap();
+        assert_eq!((cli.args.tsne_points, cli.args.seed), (500, 7));
+        assert!(Cli::try_parse_from(["report", "r.jsonl", "--out", "o", "--tsne-points", "3"]).is_err());
+    }
+}
