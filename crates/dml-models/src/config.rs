@@ -230,13 +230,14 @@ impl EmbeddingNetConfig {
     /// generator is process-wide).
     pub fn init(&self, device: &Device) -> Result<EmbeddingNet, Error> {
         // Four 16-bit chunks, each drawn as an f32 (exact below 2^24).
-        let chunks: Vec<f32> = Tensor::<1>::random([4], Distribution::Uniform(0.0, 65536.0), device)
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .expect("a tensor converted to f32 reads back as f32");
-        let seed = chunks
-            .iter()
-            .fold(0u64, |seed, &chunk| (seed << 16) | (chunk.floor() as u64).min(0xffff));
+        let chunks: Vec<f32> =
+            Tensor::<1>::random([4], Distribution::Uniform(0.0, 65536.0), device)
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("a tensor converted to f32 reads back as f32");
+        let seed = chunks.iter().fold(0u64, |seed, &chunk| {
+            (seed << 16) | (chunk.floor() as u64).min(0xffff)
+        });
         self.init_seeded(seed, device)
     }
 
@@ -292,7 +293,10 @@ mod tests {
                 let json = serde_json::to_string(&cfg).unwrap();
                 assert!(json.contains(&format!("\"{}\"", backbone.name())), "{json}");
                 assert!(json.contains(&format!("\"{}\"", head.name())), "{json}");
-                assert_eq!(serde_json::from_str::<EmbeddingNetConfig>(&json).unwrap(), cfg);
+                assert_eq!(
+                    serde_json::from_str::<EmbeddingNetConfig>(&json).unwrap(),
+                    cfg
+                );
                 assert_eq!(backbone.name().parse::<Backbone>().unwrap(), backbone);
                 assert_eq!(head.to_string().parse::<HeadKind>().unwrap(), head);
             }
@@ -317,9 +321,17 @@ mod tests {
     fn unknown_names_list_the_choices() {
         let err = "resnet34".parse::<Backbone>().unwrap_err();
         assert_eq!(err.name, "resnet34");
-        assert!(err.to_string().contains("small-conv-net, resnet18, resnet50"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("small-conv-net, resnet18, resnet50"),
+            "{err}"
+        );
         let err = "fc2048".parse::<HeadKind>().unwrap_err();
-        assert!(err.to_string().contains("direct, direct-l2, fc1024, fc1024-l2"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("direct, direct-l2, fc1024, fc1024-l2"),
+            "{err}"
+        );
         let json = r#"{"backbone":"vgg16","head":"direct","embedding_dim":8,"in_channels":3}"#;
         let err = serde_json::from_str::<EmbeddingNetConfig>(json).unwrap_err();
         assert!(err.to_string().contains("vgg16"), "{err}");
@@ -329,8 +341,14 @@ mod tests {
     fn zero_sizes_are_rejected_by_init() {
         let device = Device::flex();
         for (cfg, field) in [
-            (config(Backbone::SmallConvNet, HeadKind::Direct, 0, 1), "embedding_dim"),
-            (config(Backbone::ResNet18, HeadKind::Fc1024, 8, 0), "in_channels"),
+            (
+                config(Backbone::SmallConvNet, HeadKind::Direct, 0, 1),
+                "embedding_dim",
+            ),
+            (
+                config(Backbone::ResNet18, HeadKind::Fc1024, 8, 0),
+                "in_channels",
+            ),
         ] {
             assert_eq!(cfg.validate(), Err(ConfigError::ZeroSize { field }));
             let err = cfg.init_seeded(0, &device).unwrap_err();
@@ -345,7 +363,10 @@ mod tests {
         assert!(grey.check_image_shape(1, 28, 28).is_ok());
         assert!(grey.check_image_shape(1, 16, 105).is_ok());
         let err = grey.check_image_shape(3, 28, 28).unwrap_err();
-        assert!(err.to_string().contains("expects 1-channel images"), "{err}");
+        assert!(
+            err.to_string().contains("expects 1-channel images"),
+            "{err}"
+        );
         let err = grey.check_image_shape(1, 15, 28).unwrap_err();
         assert!(err.to_string().contains("at least 16x16"), "{err}");
         let rgb = config(Backbone::ResNet50, HeadKind::Direct, 8, 3);

@@ -11,9 +11,7 @@ pub enum Error {
     #[error("invalid model config: {0}")]
     Config(#[from] ConfigError),
     /// An input batch does not fit the network.
-    #[error(
-        "input batch of shape {shape:?} does not fit the network: {reason}"
-    )]
+    #[error("input batch of shape {shape:?} does not fit the network: {reason}")]
     InputShape {
         /// The batch shape `[b, c, h, w]` that was given.
         shape: [usize; 4],

@@ -62,7 +62,11 @@ impl EmbeddingHead {
                 bn: BatchNormConfig::new(FC_HIDDEN).init(device),
             }
         });
-        let embedding_in = if hidden.is_some() { FC_HIDDEN } else { in_features };
+        let embedding_in = if hidden.is_some() {
+            FC_HIDDEN
+        } else {
+            in_features
+        };
         Self {
             hidden,
             embedding: Linear {
@@ -97,7 +101,9 @@ mod tests {
     use crate::test_support::values;
 
     fn features(device: &Device) -> Tensor<2> {
-        let v: Vec<f32> = (0..3 * 6).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        let v: Vec<f32> = (0..3 * 6)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
         Tensor::from_data(TensorData::new(v, [3, 6]), device)
     }
 
@@ -131,7 +137,10 @@ mod tests {
             for (p, u) in plain.chunks(4).zip(unit.chunks(4)) {
                 let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
                 for (x, y) in p.iter().zip(u) {
-                    assert!((x / norm - y).abs() < 1e-5, "hidden {hidden}: {p:?} vs {u:?}");
+                    assert!(
+                        (x / norm - y).abs() < 1e-5,
+                        "hidden {hidden}: {p:?} vs {u:?}"
+                    );
                 }
             }
         }

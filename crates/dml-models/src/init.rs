@@ -30,7 +30,11 @@ impl<'a> WeightInit<'a> {
     }
 
     /// `N(0, std²)` values.
-    pub(crate) fn normal<const D: usize>(&mut self, shape: [usize; D], std: f64) -> Param<Tensor<D>> {
+    pub(crate) fn normal<const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        std: f64,
+    ) -> Param<Tensor<D>> {
         let n = shape.iter().product();
         let values = (0..n)
             .map(|_| (self.rng.sample::<f64, _>(StandardNormal) * std) as f32)
@@ -125,7 +129,10 @@ mod tests {
         let v = values(WeightInit::new(1, &device).kaiming_normal_fan_out([64, 16, 3, 3]));
         let std = (v.iter().map(|x| (x * x) as f64).sum::<f64>() / v.len() as f64).sqrt();
         let expected = (2.0f64 / (64.0 * 9.0)).sqrt();
-        assert!((std - expected).abs() < 0.05 * expected, "std {std}, expected {expected}");
+        assert!(
+            (std - expected).abs() < 0.05 * expected,
+            "std {std}, expected {expected}"
+        );
     }
 
     #[test]

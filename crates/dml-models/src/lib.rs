@@ -41,8 +41,7 @@ mod weights;
 mod test_support;
 
 pub use backbone::{
-    BackboneNet, BasicBlock, Bottleneck, ConvBlock, Downsample, ResNet, ResidualBlock,
-    SmallConvNet,
+    BackboneNet, BasicBlock, Bottleneck, ConvBlock, Downsample, ResNet, ResidualBlock, SmallConvNet,
 };
 pub use config::{Backbone, EmbeddingNetConfig, HeadKind, UnknownName};
 pub use error::{ConfigError, Error};

@@ -23,7 +23,11 @@ pub struct EmbeddingNet {
 }
 
 impl EmbeddingNet {
-    pub(crate) fn new(config: EmbeddingNetConfig, backbone: BackboneNet, head: EmbeddingHead) -> Self {
+    pub(crate) fn new(
+        config: EmbeddingNetConfig,
+        backbone: BackboneNet,
+        head: EmbeddingHead,
+    ) -> Self {
         Self {
             backbone,
             head,
@@ -84,9 +88,16 @@ mod tests {
                 let out = net.forward(images(2, shape, &device));
                 assert_eq!(out.dims(), [3, 8], "{backbone} + {head}");
                 let norms = norms(&values(out), 8);
-                assert!(norms.iter().all(|n| n.is_finite()), "{backbone} + {head}: {norms:?}");
+                assert!(
+                    norms.iter().all(|n| n.is_finite()),
+                    "{backbone} + {head}: {norms:?}"
+                );
                 let unit = norms.iter().all(|n| (n - 1.0).abs() < 1e-5);
-                assert_eq!(unit, head.l2_normalizes(), "{backbone} + {head}: norms {norms:?}");
+                assert_eq!(
+                    unit,
+                    head.l2_normalizes(),
+                    "{backbone} + {head}: norms {norms:?}"
+                );
             }
         }
     }
@@ -166,13 +177,16 @@ mod tests {
                 count: &mut count,
             });
             assert!(count > 0);
-            assert!(missing.is_empty(), "{backbone} + {head}: no gradient for {missing:?}");
+            assert!(
+                missing.is_empty(),
+                "{backbone} + {head}: no gradient for {missing:?}"
+            );
         }
     }
 
     use burn::module::{Module, ModuleVisitor, Param};
-    use burn::tensor::Tensor;
     use burn::tensor::Gradients;
+    use burn::tensor::Tensor;
 
     /// Counts trainable parameters and records those without a finite, non-zero gradient.
     struct GradCheck<'a> {
@@ -193,7 +207,8 @@ mod tests {
                 g.iter().all(|x| x.is_finite()) && g.iter().any(|x| *x != 0.0)
             });
             if !ok {
-                self.missing.push(format!("{:?} {:?}", param.id, tensor.dims()));
+                self.missing
+                    .push(format!("{:?} {:?}", param.id, tensor.dims()));
             }
         }
     }

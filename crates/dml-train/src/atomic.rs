@@ -114,6 +114,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no-such-dir").join("x.json");
         let err = write_file(&path, b"{}").unwrap_err();
-        assert!(matches!(&err, Error::Io { path: p, .. } if *p == path), "{err}");
+        assert!(
+            matches!(&err, Error::Io { path: p, .. } if *p == path),
+            "{err}"
+        );
     }
 }

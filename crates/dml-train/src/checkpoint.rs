@@ -19,11 +19,11 @@
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
+use burn::lr_scheduler::LrSchedulerRecord;
 use burn::module::Module;
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use burn::lr_scheduler::LrSchedulerRecord;
 
 use crate::atomic;
 use crate::config::RunConfig;
@@ -100,7 +100,10 @@ impl Checkpoint {
         self.apply(loss, &self.loss, "loss")
     }
 
-    pub(crate) fn load_optimizer(&self, optimizer: ModuleOptimizer) -> Result<ModuleOptimizer, Error> {
+    pub(crate) fn load_optimizer(
+        &self,
+        optimizer: ModuleOptimizer,
+    ) -> Result<ModuleOptimizer, Error> {
         optimizer
             .from_bytes(Bytes::from_bytes_vec(self.optimizer.clone()))
             .map_err(|source| self.record_error("optimizer", source))
@@ -151,14 +154,21 @@ impl EncodedCheckpoint {
                 source,
             }
         };
-        let model = model.into_record().into_bytes().map_err(record_error("model"))?;
-        let loss = loss.into_record().into_bytes().map_err(record_error("loss"))?;
+        let model = model
+            .into_record()
+            .into_bytes()
+            .map_err(record_error("model"))?;
+        let loss = loss
+            .into_record()
+            .into_bytes()
+            .map_err(record_error("loss"))?;
         let optimizer_record: OptimizerRecord = optimizer.to_record();
         let optimizer = optimizer_record
             .into_bytes()
             .map_err(record_error("optimizer"))?;
         let schedule = schedule.into_bytes().map_err(record_error("schedule"))?;
-        let state_json = serde_json::to_vec_pretty(state).expect("a TrainerState always serialises");
+        let state_json =
+            serde_json::to_vec_pretty(state).expect("a TrainerState always serialises");
         let config_json = config.to_json();
         let entries: [(&str, &[u8]); 7] = [
             ("FORMAT", FORMAT.as_bytes()),

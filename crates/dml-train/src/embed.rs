@@ -36,7 +36,11 @@ pub fn embed_source<M: EmbeddingModel>(
         let embeddings = model.embed(input);
         let [rows, dim] = embeddings.dims();
         if rows != labels.len() {
-            return Err(format!("the model returned {rows} embeddings for {} images", labels.len()).into());
+            return Err(format!(
+                "the model returned {rows} embeddings for {} images",
+                labels.len()
+            )
+            .into());
         }
         let values = embeddings
             .try_into_vec_as::<f32>()

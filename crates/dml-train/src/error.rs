@@ -160,7 +160,9 @@ pub enum Error {
         source: BoxError,
     },
     /// The loss became NaN or infinite: the run diverged (learning rate too high?).
-    #[error("epoch {epoch}, batch {batch} (step {step}): the loss is {value}; lower the learning rate")]
+    #[error(
+        "epoch {epoch}, batch {batch} (step {step}): the loss is {value}; lower the learning rate"
+    )]
     NonFiniteLoss {
         /// 0-based epoch.
         epoch: usize,

@@ -92,6 +92,9 @@ mod tests {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
-        assert_eq!(lines, [json!({"step": 1}), json!({"step": 2, "resumed": true})]);
+        assert_eq!(
+            lines,
+            [json!({"step": 1}), json!({"step": 2, "resumed": true})]
+        );
     }
 }

@@ -19,7 +19,7 @@ pub fn build_optimizer(config: &OptimizerConfig) -> ModuleOptimizer {
             weight_decay,
             ..
         } => SgdConfig::new()
-            .with_momentum((momentum > 0.0).then(|| MomentumConfig {
+            .with_momentum((momentum > 0.0).then_some(MomentumConfig {
                 momentum,
                 dampening,
                 nesterov,

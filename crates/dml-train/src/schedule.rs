@@ -3,12 +3,12 @@
 //! The scheduler is stepped once per optimizer step and its record (step counters) is saved in
 //! every checkpoint, so a resumed run continues the schedule where it stopped.
 
+use burn::lr_scheduler::LrSchedulerConfig;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::lr_scheduler::step::StepLrSchedulerConfig;
-use burn::lr_scheduler::LrSchedulerConfig;
 
 use crate::config::ScheduleConfig;
 use crate::error::ConfigError;
@@ -92,7 +92,10 @@ mod tests {
             gamma: 0.5,
             warmup_steps: 2,
         };
-        assert_close(&rates(&config, 0.8, 7), &[0.4, 0.8, 0.8, 0.8, 0.4, 0.4, 0.2]);
+        assert_close(
+            &rates(&config, 0.8, 7),
+            &[0.4, 0.8, 0.8, 0.8, 0.4, 0.4, 0.2],
+        );
     }
 
     #[test]
@@ -120,7 +123,9 @@ mod tests {
             first.step();
         }
         let record = first.to_record();
-        let mut second = build_schedule(&config, 0.5, 20).unwrap().load_record(record);
+        let mut second = build_schedule(&config, 0.5, 20)
+            .unwrap()
+            .load_record(record);
         for _ in 0..10 {
             assert_eq!(first.step().base(), second.step().base());
         }

@@ -57,7 +57,9 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         rng.set_stream(SeedStream::Step.id());
         let sequential: Vec<u64> = (0..4).map(|_| rng.next_u64()).collect();
-        let direct: Vec<u64> = (0..4).map(|i| derive_seed(7, SeedStream::Step, i)).collect();
+        let direct: Vec<u64> = (0..4)
+            .map(|i| derive_seed(7, SeedStream::Step, i))
+            .collect();
         assert_eq!(sequential, direct);
     }
 }

@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::BoxError;
-use crate::task::{Batch, BatchIter, BatchSource, EmbeddingModel, Embeddings, Evaluator, MetricLoss, Metrics};
+use crate::task::{
+    Batch, BatchIter, BatchSource, EmbeddingModel, Embeddings, Evaluator, MetricLoss, Metrics,
+};
 
 /// The images of the stand-in data: `CHANNELS x SIDE x SIDE`.
 pub const SIDE: usize = 3;
@@ -60,13 +62,18 @@ impl MetricLoss for PairLoss {
         let n = labels.len();
         let device = x.device();
         let norms = x.clone().powf_scalar(2.0).sum_dim(1);
-        let dist = norms.clone() + norms.transpose() - x.clone().matmul(x.transpose()).mul_scalar(2.0);
+        let dist =
+            norms.clone() + norms.transpose() - x.clone().matmul(x.transpose()).mul_scalar(2.0);
         let mut pos = vec![0f32; n * n];
         let mut neg = vec![0f32; n * n];
         for i in 0..n {
             for j in 0..n {
                 if i != j {
-                    let cell = if labels[i] == labels[j] { &mut pos } else { &mut neg };
+                    let cell = if labels[i] == labels[j] {
+                        &mut pos
+                    } else {
+                        &mut neg
+                    };
                     cell[i * n + j] = 1.0;
                 }
             }
@@ -80,7 +87,11 @@ impl MetricLoss for PairLoss {
             .sum()
             .div_scalar(neg_count);
         let loss = attract + repel;
-        Ok(if self.nan { loss.mul_scalar(f64::NAN) } else { loss })
+        Ok(if self.nan {
+            loss.mul_scalar(f64::NAN)
+        } else {
+            loss
+        })
     }
 }
 
@@ -133,7 +144,10 @@ impl Blobs {
 
     fn make_batch(&self, indices: &[usize]) -> Batch {
         Batch {
-            images: indices.iter().flat_map(|&i| self.images[i].clone()).collect(),
+            images: indices
+                .iter()
+                .flat_map(|&i| self.images[i].clone())
+                .collect(),
             shape: [indices.len(), CHANNELS, SIDE, SIDE],
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             indices: indices.to_vec(),
@@ -148,7 +162,10 @@ impl BatchSource for Blobs {
 
     fn batches(&self, epoch: usize, start: usize) -> Result<BatchIter<'_>, BoxError> {
         let order = self.order(epoch);
-        let batches: Vec<Vec<usize>> = order.chunks_exact(self.batch).map(<[usize]>::to_vec).collect();
+        let batches: Vec<Vec<usize>> = order
+            .chunks_exact(self.batch)
+            .map(<[usize]>::to_vec)
+            .collect();
         let fail_at = self.fail_at;
         Ok(Box::new(batches.into_iter().enumerate().skip(start).map(
             move |(index, indices)| {
@@ -200,12 +217,19 @@ impl Evaluator for BruteRecall {
                     let mut others: Vec<(f32, usize)> = (0..n)
                         .filter(|&r| r != q)
                         .map(|r| {
-                            let d = row(q).iter().zip(row(r)).map(|(a, b)| (a - b) * (a - b)).sum();
+                            let d = row(q)
+                                .iter()
+                                .zip(row(r))
+                                .map(|(a, b)| (a - b) * (a - b))
+                                .sum();
                             (d, r)
                         })
                         .collect();
                     others.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                    others.iter().take(k).any(|&(_, r)| e.labels[r] == e.labels[q])
+                    others
+                        .iter()
+                        .take(k)
+                        .any(|&(_, r)| e.labels[r] == e.labels[q])
                 })
                 .count();
             let value = self.constant.unwrap_or(hits as f64 / n as f64);

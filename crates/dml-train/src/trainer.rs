@@ -151,7 +151,11 @@ impl<'a> Trainer<'a> {
             }
             total += batches as u64;
         }
-        Ok(self.config.train.max_steps.map_or(total, |max| max.min(total)))
+        Ok(self
+            .config
+            .train
+            .max_steps
+            .map_or(total, |max| max.min(total)))
     }
 
     /// Trains `task` (freshly initialised from the configuration) to the end of the run.
@@ -258,8 +262,17 @@ impl<'a> Trainer<'a> {
             return Err(Error::EmptyEpoch { epoch });
         }
         let start = run.state.batch;
-        let data_error = |batch: usize| move |source: BoxError| Error::Data { epoch, batch, source };
-        let source = self.train.batches(epoch, start).map_err(data_error(start))?;
+        let data_error = |batch: usize| {
+            move |source: BoxError| Error::Data {
+                epoch,
+                batch,
+                source,
+            }
+        };
+        let source = self
+            .train
+            .batches(epoch, start)
+            .map_err(data_error(start))?;
         let mut clock = Instant::now();
         for item in source.take(batches.saturating_sub(start)) {
             if run.state.step >= run.total_steps {
@@ -277,7 +290,10 @@ impl<'a> Trainer<'a> {
             let (trained, report) = self.step(task, run, batch, batches, data_wait)?;
             task = trained;
             clock = Instant::now();
-            if report.step % self.config.train.log_every_steps == 0 {
+            if report
+                .step
+                .is_multiple_of(self.config.train.log_every_steps)
+            {
                 run.log.append(&json!({
                     "event": "step",
                     "epoch": report.epoch,
@@ -294,7 +310,7 @@ impl<'a> Trainer<'a> {
             let mid_epoch = run.state.batch < batches && run.state.step < run.total_steps;
             if let Some(every) = self.config.checkpoint.every_steps
                 && mid_epoch
-                && run.state.step % every == 0
+                && run.state.step.is_multiple_of(every)
                 && let Flow::Stop = self.save(&task, run, false, observer)?
             {
                 return Ok((task, Flow::Stop));
@@ -318,11 +334,16 @@ impl<'a> Trainer<'a> {
         // Layers that draw random numbers (dropout) get the same ones on a resumed run.
         self.device.seed(derive_seed(seed, SeedStream::Step, step));
         let batch_size = batch.labels.len();
-        let images = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
+        let images =
+            Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
         let embeddings = task.model.embed(images);
         let loss = task
             .loss
-            .loss(embeddings, &batch.labels, derive_seed(seed, SeedStream::Loss, step))
+            .loss(
+                embeddings,
+                &batch.labels,
+                derive_seed(seed, SeedStream::Loss, step),
+            )
             .map_err(|source| Error::Loss {
                 epoch,
                 batch: batch_index,
@@ -535,10 +556,12 @@ impl<'a> Trainer<'a> {
 }
 
 fn read_scalar(loss: Tensor<1>) -> Result<f64, Error> {
-    let values = loss.try_into_vec_as::<f32>().map_err(|e| Error::TensorRead {
-        what: "the loss",
-        reason: format!("{e:?}"),
-    })?;
+    let values = loss
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::TensorRead {
+            what: "the loss",
+            reason: format!("{e:?}"),
+        })?;
     match values.as_slice() {
         [value] => Ok(f64::from(*value)),
         other => Err(Error::TensorRead {
@@ -555,7 +578,7 @@ mod tests {
         CheckpointConfig, EarlyStoppingConfig, EvalConfig, MetricKind, OptimizerConfig,
         ScheduleConfig, TrainConfig,
     };
-    use crate::test_support::{BruteRecall, Blobs, InOrder, LinearEmbedder, PairLoss};
+    use crate::test_support::{Blobs, BruteRecall, InOrder, LinearEmbedder, PairLoss};
 
     type Outcome = TrainOutcome<LinearEmbedder, PairLoss>;
 
@@ -628,7 +651,14 @@ mod tests {
     }
 
     fn plain(config: &RunConfig) -> Outcome {
-        train(config, MODEL_SEED, false, &mut crate::observer::Silent, |_, _, _| {}).unwrap()
+        train(
+            config,
+            MODEL_SEED,
+            false,
+            &mut crate::observer::Silent,
+            |_, _, _| {},
+        )
+        .unwrap()
     }
 
     /// Stops the run at its `n`-th event, like a kill at that moment.
@@ -679,7 +709,11 @@ mod tests {
     }
 
     fn assert_same_run(a: &Outcome, a_dir: &Path, b: &Outcome, b_dir: &Path, what: &str) {
-        assert_eq!(a.task.model.values(), b.task.model.values(), "{what}: weights");
+        assert_eq!(
+            a.task.model.values(),
+            b.task.model.values(),
+            "{what}: weights"
+        );
         assert_eq!(comparable(&a.state), comparable(&b.state), "{what}: state");
         assert_eq!(
             log_without_timings(&a_dir.join("metrics.jsonl")),
@@ -687,7 +721,11 @@ mod tests {
             "{what}: metrics log"
         );
         let best = |dir: &Path| Checkpoint::read(&RunPaths::new(dir).best_checkpoint).unwrap();
-        assert_eq!(best(a_dir).state.best, best(b_dir).state.best, "{what}: best");
+        assert_eq!(
+            best(a_dir).state.best,
+            best(b_dir).state.best,
+            "{what}: best"
+        );
     }
 
     #[test]
@@ -695,8 +733,14 @@ mod tests {
         let reference_dir = tempfile::tempdir().unwrap();
         let reference_config = config(reference_dir.path());
         let mut count = Count(0);
-        let reference =
-            train(&reference_config, MODEL_SEED, false, &mut count, |_, _, _| {}).unwrap();
+        let reference = train(
+            &reference_config,
+            MODEL_SEED,
+            false,
+            &mut count,
+            |_, _, _| {},
+        )
+        .unwrap();
         assert_eq!(reference.state.status, RunStatus::Finished);
         assert_eq!(reference.state.step, 12);
         assert_eq!(reference.state.evaluations.len(), 3);
@@ -712,7 +756,14 @@ mod tests {
             assert!(first.interrupted, "event {n}");
             let resumed = if RunPaths::new(dir.path()).last_checkpoint.exists() {
                 // A different initial model: the weights must come from the checkpoint.
-                train(&config, 777, true, &mut crate::observer::Silent, |_, _, _| {}).unwrap()
+                train(
+                    &config,
+                    777,
+                    true,
+                    &mut crate::observer::Silent,
+                    |_, _, _| {},
+                )
+                .unwrap()
             } else {
                 plain(&config)
             };
@@ -754,8 +805,21 @@ mod tests {
         let mut kill = KillAt { n: 6, seen: 0 };
         let second = train(&config, 777, true, &mut kill, |_, _, _| {}).unwrap();
         assert!(second.interrupted);
-        let resumed = train(&config, 777, true, &mut crate::observer::Silent, |_, _, _| {}).unwrap();
-        assert_same_run(&reference, reference_dir.path(), &resumed, dir.path(), "sgd");
+        let resumed = train(
+            &config,
+            777,
+            true,
+            &mut crate::observer::Silent,
+            |_, _, _| {},
+        )
+        .unwrap();
+        assert_same_run(
+            &reference,
+            reference_dir.path(),
+            &resumed,
+            dir.path(),
+            "sgd",
+        );
     }
 
     #[test]
@@ -777,8 +841,14 @@ mod tests {
         let temp = paths
             .last_checkpoint
             .with_file_name(format!(".last.ckpt.tmp{}", std::process::id()));
-        let err = train(&config, MODEL_SEED, false, &mut Sabotage(temp.clone()), |_, _, _| {})
-            .unwrap_err();
+        let err = train(
+            &config,
+            MODEL_SEED,
+            false,
+            &mut Sabotage(temp.clone()),
+            |_, _, _| {},
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, Error::Io { path, .. } if *path == paths.last_checkpoint),
             "{err}"
@@ -787,7 +857,14 @@ mod tests {
         assert_eq!(survivor.state.step, 3);
 
         std::fs::remove_dir(&temp).unwrap();
-        let resumed = train(&config, 777, true, &mut crate::observer::Silent, |_, _, _| {}).unwrap();
+        let resumed = train(
+            &config,
+            777,
+            true,
+            &mut crate::observer::Silent,
+            |_, _, _| {},
+        )
+        .unwrap();
         let reference_dir = tempfile::tempdir().unwrap();
         let reference = plain(&self::config(reference_dir.path()));
         assert_eq!(resumed.task.model.values(), reference.task.model.values());
@@ -808,9 +885,15 @@ mod tests {
             }),
             ..config(dir.path())
         };
-        let outcome = train(&config, MODEL_SEED, false, &mut crate::observer::Silent, |_, eval, _| {
-            eval.constant = Some(0.5);
-        })
+        let outcome = train(
+            &config,
+            MODEL_SEED,
+            false,
+            &mut crate::observer::Silent,
+            |_, eval, _| {
+                eval.constant = Some(0.5);
+            },
+        )
         .unwrap();
         assert_eq!(outcome.state.status, RunStatus::EarlyStopped);
         // Epoch 1 sets the best; epochs 2 and 3 do not improve on it.
@@ -820,9 +903,15 @@ mod tests {
         let best_checkpoint = Checkpoint::read(&RunPaths::new(dir.path()).best_checkpoint).unwrap();
         assert_eq!(best_checkpoint.state.epoch, 1);
         // Resuming a finished run returns its final state without training.
-        let again = train(&config, 777, true, &mut crate::observer::Silent, |_, eval, _| {
-            eval.constant = Some(0.5);
-        })
+        let again = train(
+            &config,
+            777,
+            true,
+            &mut crate::observer::Silent,
+            |_, eval, _| {
+                eval.constant = Some(0.5);
+            },
+        )
         .unwrap();
         assert_eq!(again.state, outcome.state);
         assert_eq!(again.task.model.values(), outcome.task.model.values());
@@ -841,7 +930,10 @@ mod tests {
         };
         let outcome = plain(&config);
         assert_eq!(outcome.state.status, RunStatus::Finished);
-        assert_eq!((outcome.state.step, outcome.state.epoch, outcome.state.batch), (6, 1, 2));
+        assert_eq!(
+            (outcome.state.step, outcome.state.epoch, outcome.state.batch),
+            (6, 1, 2)
+        );
         let epochs: Vec<usize> = outcome.state.evaluations.iter().map(|e| e.epochs).collect();
         assert_eq!(epochs, [1, 1]);
         assert_eq!(outcome.state.evaluations[1].step, 6);
@@ -851,8 +943,14 @@ mod tests {
     fn resume_refuses_a_different_configuration_and_a_missing_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = train(&config, MODEL_SEED, true, &mut crate::observer::Silent, |_, _, _| {})
-            .unwrap_err();
+        let err = train(
+            &config,
+            MODEL_SEED,
+            true,
+            &mut crate::observer::Silent,
+            |_, _, _| {},
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::NoCheckpoint { .. }), "{err}");
 
         let mut kill = KillAt { n: 8, seen: 0 };
@@ -861,8 +959,14 @@ mod tests {
             seed: 4,
             ..config.clone()
         };
-        let err = train(&changed, MODEL_SEED, true, &mut crate::observer::Silent, |_, _, _| {})
-            .unwrap_err();
+        let err = train(
+            &changed,
+            MODEL_SEED,
+            true,
+            &mut crate::observer::Silent,
+            |_, _, _| {},
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, Error::ResumeMismatch { field, .. } if field == "seed"),
             "{err}"
@@ -873,19 +977,49 @@ mod tests {
     fn failures_name_where_they_happened() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = train(&config, MODEL_SEED, false, &mut crate::observer::Silent, |data, _, _| {
-            data.fail_at = Some(2);
-        })
-        .unwrap_err();
-        assert!(matches!(err, Error::Data { epoch: 0, batch: 2, .. }), "{err}");
-        assert!(err.to_string().contains("blob.png"), "{err}");
-
-        let err = train(&config, MODEL_SEED, false, &mut crate::observer::Silent, |_, _, loss| {
-            loss.nan = true;
-        })
+        let err = train(
+            &config,
+            MODEL_SEED,
+            false,
+            &mut crate::observer::Silent,
+            |data, _, _| {
+                data.fail_at = Some(2);
+            },
+        )
         .unwrap_err();
         assert!(
-            matches!(err, Error::NonFiniteLoss { epoch: 0, batch: 0, step: 1, .. }),
+            matches!(
+                err,
+                Error::Data {
+                    epoch: 0,
+                    batch: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("blob.png"), "{err}");
+
+        let err = train(
+            &config,
+            MODEL_SEED,
+            false,
+            &mut crate::observer::Silent,
+            |_, _, loss| {
+                loss.nan = true;
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NonFiniteLoss {
+                    epoch: 0,
+                    batch: 0,
+                    step: 1,
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -894,9 +1028,15 @@ mod tests {
     fn the_monitored_metric_must_be_computed() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = train(&config, MODEL_SEED, false, &mut crate::observer::Silent, |_, eval, _| {
-            eval.k = vec![2];
-        })
+        let err = train(
+            &config,
+            MODEL_SEED,
+            false,
+            &mut crate::observer::Silent,
+            |_, eval, _| {
+                eval.k = vec![2];
+            },
+        )
         .unwrap_err();
         assert!(
             matches!(&err, Error::MissingMetric { metric, available } if metric == "recall@1" && available == "recall@2"),

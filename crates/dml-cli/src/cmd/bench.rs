@@ -9,9 +9,14 @@ pub struct Args {
 }
 
 #[derive(Debug, clap::Subcommand)]
-enum Which {}
+enum Which {
+    /// Evaluation engine: k-NN search, retrieval metrics, NMI/AMI on synthetic data.
+    Eval(super::bench_eval::Args),
+}
 
 /// Runs `dml bench`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.which {}
+    match args.which {
+        Which::Eval(args) => super::bench_eval::run(args),
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_eval;
 pub mod eval;
 pub mod loss;
 pub mod report;

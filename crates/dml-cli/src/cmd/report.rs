@@ -20,8 +20,8 @@ pub struct Args {
     out: PathBuf,
     /// Subsample test embeddings to at most NUM points per t-SNE map.
     #[arg(long, value_name = "NUM", default_value_t = ReportOptions::default().tsne_max_points,
-          value_parser = clap::value_parser!(u64).range(4..))]
-    tsne_points: u64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4..))]
+    tsne_points: usize,
     /// Seed of the t-SNE maps and their subsampling.
     #[arg(long, value_name = "NUM", default_value_t = TsneConfig::default().seed)]
     seed: u64,
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             seed: args.seed,
             ..defaults.tsne
         },
-        tsne_max_points: usize::try_from(args.tsne_points).unwrap_or(usize::MAX),
+        tsne_max_points: args.tsne_points,
         ..defaults
     };
     let summary = write_report(&args.results, &args.out, &options)

@@ -390,33 +390,28 @@ mod tests {
         assert_ne!(pixels(&*ds, 0), pixels(&*ds, 1));
     }
 
-    /// With the default jitter, a sample is on average nearer (in pixels) to another sample of
-    /// its class than to samples of other classes: the classes are learnable, yet samples vary.
+    /// With the default jitter, no two samples are equal, yet a sample's nearest neighbour in
+    /// raw pixels is usually of its own class: the classes are learnable.
     #[test]
-    fn jittered_samples_stay_closer_to_their_class() {
-        let cfg = SyntheticGlyphsConfig {
-            train_classes: 8,
-            samples_per_class: 6,
-            ..Default::default()
-        };
+    fn jittered_samples_vary_but_keep_their_class() {
+        let cfg = SyntheticGlyphsConfig { train_classes: 8, samples_per_class: 6, ..Default::default() };
         let ds = cfg.splits().unwrap().train;
         let imgs: Vec<Vec<u8>> = (0..ds.len()).map(|i| pixels(&*ds, i)).collect();
-        let (mut same, mut diff) = ((0.0, 0), (0.0, 0));
+        let mut hits = 0;
         for i in 0..imgs.len() {
-            for k in i + 1..imgs.len() {
+            let mut best = (f64::INFINITY, 0);
+            for k in (0..imgs.len()).filter(|&k| k != i) {
                 let d = distance(&imgs[i], &imgs[k]);
-                assert!(d > 0.0);
-                let acc = if ds.label(i) == ds.label(k) {
-                    &mut same
-                } else {
-                    &mut diff
-                };
-                acc.0 += d;
-                acc.1 += 1;
+                assert!(d > 0.0, "samples {i} and {k} are identical");
+                if d < best.0 {
+                    best = (d, k);
+                }
             }
+            hits += usize::from(ds.label(best.1) == ds.label(i));
         }
-        let (same, diff) = (same.0 / same.1 as f64, diff.0 / diff.1 as f64);
-        assert!(same < 0.9 * diff, "same-class {same} vs other-class {diff}");
+        let accuracy = hits as f64 / imgs.len() as f64;
+        // Chance is 1/8.
+        assert!(accuracy > 0.375, "raw-pixel 1-NN accuracy {accuracy}");
     }
 
     #[test]

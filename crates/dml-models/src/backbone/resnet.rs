@@ -77,17 +77,22 @@ impl ResNet {
             let blocks: Vec<_> = (0..count)
                 .map(|i| {
                     let stride = if i == 0 { first_stride } else { 1 };
-                    let block =
-                        ResidualBlock::new(layout.bottleneck, channels, width, stride, init, device);
+                    let block = ResidualBlock::new(
+                        layout.bottleneck,
+                        channels,
+                        width,
+                        stride,
+                        init,
+                        device,
+                    );
                     channels = width * ResidualBlock::expansion(layout.bottleneck);
                     block
                 })
                 .collect();
             stages.push(blocks);
         }
-        let [layer1, layer2, layer3, layer4]: [Vec<ResidualBlock>; 4] = stages
-            .try_into()
-            .expect("four stages were built above");
+        let [layer1, layer2, layer3, layer4]: [Vec<ResidualBlock>; 4] =
+            stages.try_into().expect("four stages were built above");
         Self {
             conv1,
             bn1,

@@ -48,7 +48,11 @@ impl SmallConvNet {
     pub(crate) fn new(in_channels: usize, init: &mut WeightInit<'_>, device: &Device) -> Self {
         let blocks = (0..SMALL_CONV_BLOCKS)
             .map(|i| {
-                let c_in = if i == 0 { in_channels } else { SMALL_CONV_WIDTH };
+                let c_in = if i == 0 {
+                    in_channels
+                } else {
+                    SMALL_CONV_WIDTH
+                };
                 let bound = 1.0 / ((c_in * 9) as f64).sqrt();
                 ConvBlock {
                     conv: Conv2d {
@@ -74,7 +78,9 @@ impl SmallConvNet {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = images;
         for block in &self.blocks {
-            x = self.pool.forward(relu(block.bn.forward(block.conv.forward(x))));
+            x = self
+                .pool
+                .forward(relu(block.bn.forward(block.conv.forward(x))));
         }
         super::global_average_pool(x)
     }

@@ -185,10 +185,7 @@ fn half_precision_safetensors_are_widened() {
         let TorchValues::F32(v) = t.values else {
             unreachable!()
         };
-        let bytes: Vec<u8> = v
-            .iter()
-            .flat_map(|x| half_bits(*x).to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = v.iter().flat_map(|x| half_bits(*x).to_le_bytes()).collect();
         data.push((t.key, t.shape, bytes));
     }
     let views: Vec<_> = data
@@ -295,20 +292,24 @@ fn classifier_keys_are_unexpected_for_the_small_conv_net() {
             })
         },
         |err, _| {
-            assert!(matches!(err, Error::UnexpectedKey { key, .. } if key == "fc.bias"), "{err}")
+            assert!(
+                matches!(err, Error::UnexpectedKey { key, .. } if key == "fc.bias"),
+                "{err}"
+            )
         },
     );
 }
 
 #[test]
 fn rgb_weights_for_a_grey_network_are_a_shape_mismatch() {
-    let rgb: HashMap<String, (Vec<usize>, Vec<f32>)> = state_dict(&fresh_net(Backbone::ResNet18, 3, 9))
-        .into_iter()
-        .filter_map(|t| match t.values {
-            TorchValues::F32(v) => Some((t.key, (t.shape, v))),
-            TorchValues::I64(_) => None,
-        })
-        .collect();
+    let rgb: HashMap<String, (Vec<usize>, Vec<f32>)> =
+        state_dict(&fresh_net(Backbone::ResNet18, 3, 9))
+            .into_iter()
+            .filter_map(|t| match t.values {
+                TorchValues::F32(v) => Some((t.key, (t.shape, v))),
+                TorchValues::I64(_) => None,
+            })
+            .collect();
     assert_load_fails(
         Backbone::ResNet18,
         1,
@@ -334,7 +335,10 @@ fn integer_weights_are_refused() {
         Backbone::SmallConvNet,
         1,
         |e| {
-            let bias = e.iter_mut().find(|t| t.key == "blocks.0.conv.bias").unwrap();
+            let bias = e
+                .iter_mut()
+                .find(|t| t.key == "blocks.0.conv.bias")
+                .unwrap();
             bias.values = TorchValues::I64(vec![1; 64]);
         },
         |err, _| {
@@ -353,21 +357,32 @@ fn unreadable_files_name_the_path() {
 
     let missing = file(&dir, "absent.safetensors");
     let err = net.load_backbone_weights(&missing).unwrap_err();
-    assert!(matches!(&err, Error::ReadWeights { path, .. } if path == &missing), "{err}");
+    assert!(
+        matches!(&err, Error::ReadWeights { path, .. } if path == &missing),
+        "{err}"
+    );
 
     for name in ["garbage.safetensors", "garbage.pt"] {
         let garbage = file(&dir, name);
         std::fs::write(&garbage, b"not a weight file at all").unwrap();
         let err = net.load_backbone_weights(&garbage).unwrap_err();
-        assert!(matches!(&err, Error::ReadWeights { path, .. } if path == &garbage), "{err}");
+        assert!(
+            matches!(&err, Error::ReadWeights { path, .. } if path == &garbage),
+            "{err}"
+        );
         assert!(err.to_string().contains(name), "{err}");
     }
 
     let unknown = file(&dir, "weights.bin");
     std::fs::write(&unknown, b"").unwrap();
     let err = net.load_backbone_weights(&unknown).unwrap_err();
-    assert!(matches!(&err, Error::UnknownWeightFormat { path } if path == &unknown), "{err}");
-    let err = net.save_backbone_weights(&file(&dir, "out.pt")).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownWeightFormat { path } if path == &unknown),
+        "{err}"
+    );
+    let err = net
+        .save_backbone_weights(&file(&dir, "out.pt"))
+        .unwrap_err();
     assert!(matches!(err, Error::UnknownWeightFormat { .. }), "{err}");
 }
 
@@ -397,5 +412,8 @@ fn saving_into_a_missing_folder_fails_naming_the_path() {
     let err = fresh_net(Backbone::SmallConvNet, 1, 14)
         .save_backbone_weights(&path)
         .unwrap_err();
-    assert!(matches!(&err, Error::WriteWeights { path: p, .. } if p == &path), "{err}");
+    assert!(
+        matches!(&err, Error::WriteWeights { path: p, .. } if p == &path),
+        "{err}"
+    );
 }

@@ -69,7 +69,8 @@ struct Pickle(Vec<u8>);
 impl Pickle {
     fn global(&mut self, module: &str, name: &str) {
         self.0.push(op::GLOBAL);
-        self.0.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+        self.0
+            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
     }
 
     fn str(&mut self, s: &str) {
@@ -80,7 +81,8 @@ impl Pickle {
 
     fn int(&mut self, i: usize) {
         self.0.push(op::BININT);
-        self.0.extend_from_slice(&(i32::try_from(i).unwrap()).to_le_bytes());
+        self.0
+            .extend_from_slice(&(i32::try_from(i).unwrap()).to_le_bytes());
     }
 
     fn int_tuple(&mut self, values: &[usize]) {

@@ -272,7 +272,7 @@ impl BatchConfig {
 }
 
 /// Random training-time augmentation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
     /// Random horizontal flips (wrong for characters and glyphs). Default: false.
@@ -281,16 +281,6 @@ pub struct AugmentConfig {
     pub crop_from: usize,
     /// Small random affine jitter (rotation, scale, shift). Default: false.
     pub jitter: bool,
-}
-
-impl Default for AugmentConfig {
-    fn default() -> Self {
-        AugmentConfig {
-            flip: false,
-            crop_from: 0,
-            jitter: false,
-        }
-    }
 }
 
 impl DataConfig {

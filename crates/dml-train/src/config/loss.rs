@@ -65,7 +65,11 @@ impl LossConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         check(!self.name.is_empty(), "loss.name", "must name a loss")?;
         if let Some(miner) = &self.miner {
-            check(!miner.name.is_empty(), "loss.miner.name", "must name a miner")?;
+            check(
+                !miner.name.is_empty(),
+                "loss.miner.name",
+                "must name a miner",
+            )?;
         }
         Ok(())
     }

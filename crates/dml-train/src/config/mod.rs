@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use data::{
-    AugmentConfig, BatchConfig, DataConfig, DatasetConfig, ImageConfig, OmniglotLabel,
-    SamplerKind, SplitName,
+    AugmentConfig, BatchConfig, DataConfig, DatasetConfig, ImageConfig, OmniglotLabel, SamplerKind,
+    SplitName,
 };
 pub use loss::{LossConfig, NamedParams};
 pub use model::{BackboneKind, HeadKind, ModelConfig};
@@ -108,7 +108,11 @@ impl RunConfig {
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     origin: format!(
                         "--set {}",
-                        overrides.iter().map(Override::text).collect::<Vec<_>>().join(" --set ")
+                        overrides
+                            .iter()
+                            .map(Override::text)
+                            .collect::<Vec<_>>()
+                            .join(" --set ")
                     ),
                     line: None,
                     column: None,
@@ -216,10 +220,11 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) ->
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
             keys.sort();
             keys.dedup();
-            keys.into_iter().find_map(|key| match (a.get(key), b.get(key)) {
-                (Some(x), Some(y)) => first_difference(x, y, &join(key)),
-                _ => Some(join(key)),
-            })
+            keys.into_iter()
+                .find_map(|key| match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => first_difference(x, y, &join(key)),
+                    _ => Some(join(key)),
+                })
         }
         _ if a == b => None,
         _ => Some(if path.is_empty() {
@@ -248,11 +253,7 @@ fn parse_error(origin: &str, text: &str, error: &toml::de::Error) -> ConfigError
     }
 }
 
-pub(crate) fn check(
-    ok: bool,
-    field: &str,
-    reason: impl Into<String>,
-) -> Result<(), ConfigError> {
+pub(crate) fn check(ok: bool, field: &str, reason: impl Into<String>) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
@@ -308,14 +309,22 @@ mod tests {
             Override::parse("optimizer.momentum=0.9").unwrap(),
             Override::parse("optimizer.lr=0.02").unwrap(),
         ];
-        let config = RunConfig::resolve("[optimizer]\nkind='adam'\nlr=0.01\n", "run.toml", &overrides)
-            .unwrap();
+        let config = RunConfig::resolve(
+            "[optimizer]\nkind='adam'\nlr=0.01\n",
+            "run.toml",
+            &overrides,
+        )
+        .unwrap();
         assert_eq!(config.train.epochs, 3);
-        assert!(matches!(config.optimizer, OptimizerConfig::Sgd { lr, momentum, .. }
-            if lr == 0.02 && momentum == 0.9));
+        assert!(
+            matches!(config.optimizer, OptimizerConfig::Sgd { lr, momentum, .. }
+            if lr == 0.02 && momentum == 0.9)
+        );
 
         let bad = [Override::parse("train.epoch=3").unwrap()];
-        let err = RunConfig::resolve("", "run.toml", &bad).unwrap_err().to_string();
+        let err = RunConfig::resolve("", "run.toml", &bad)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("--set train.epoch=3:"), "{err}");
         assert!(err.contains("unknown field `epoch`"), "{err}");
     }
@@ -330,10 +339,26 @@ mod tests {
         ];
         let config = RunConfig::resolve("", "run.toml", &overrides).unwrap();
         let defaults = RunConfig::default();
-        assert!(matches!(config.optimizer, OptimizerConfig::Adam { lr, beta2, .. }
-            if lr == 0.01 && beta2 == 0.999));
-        assert!(matches!(config.data.test, Some(DatasetConfig::Synthetic { classes: 10, first_class: 100, .. })));
-        assert_eq!(config.schedule, ScheduleConfig::Step { step_size: 100, gamma: 0.1, warmup_steps: 0 });
+        assert!(
+            matches!(config.optimizer, OptimizerConfig::Adam { lr, beta2, .. }
+            if lr == 0.01 && beta2 == 0.999)
+        );
+        assert!(matches!(
+            config.data.test,
+            Some(DatasetConfig::Synthetic {
+                classes: 10,
+                first_class: 100,
+                ..
+            })
+        ));
+        assert_eq!(
+            config.schedule,
+            ScheduleConfig::Step {
+                step_size: 100,
+                gamma: 0.1,
+                warmup_steps: 0
+            }
+        );
         assert_eq!(config.data.train, defaults.data.train);
     }
 
@@ -349,10 +374,15 @@ mod tests {
 
     #[test]
     fn json_round_trip_is_exact() {
-        let mut config = RunConfig::default();
-        config.seed = 42;
-        config.early_stopping = Some(EarlyStoppingConfig::default());
-        config.loss.params.insert("margin".into(), toml::Value::Float(0.1));
+        let mut config = RunConfig {
+            seed: 42,
+            early_stopping: Some(EarlyStoppingConfig::default()),
+            ..RunConfig::default()
+        };
+        config
+            .loss
+            .params
+            .insert("margin".into(), toml::Value::Float(0.1));
         let back = RunConfig::from_json(&config.to_json(), "config.json").unwrap();
         assert_eq!(back, config);
         assert_eq!(back.first_difference(&config), None);

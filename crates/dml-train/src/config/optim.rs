@@ -269,7 +269,8 @@ impl ScheduleConfig {
 
     pub(crate) fn validate(&self, lr: f64) -> Result<(), ConfigError> {
         // burn's linear and cosine schedulers accept learning rates in (0, 1] only.
-        let needs_unit_lr = self.warmup_steps() > 0 || matches!(self, ScheduleConfig::Cosine { .. });
+        let needs_unit_lr =
+            self.warmup_steps() > 0 || matches!(self, ScheduleConfig::Cosine { .. });
         check(
             !needs_unit_lr || lr <= 1.0,
             "optimizer.lr",
@@ -306,7 +307,7 @@ fn check_unit(field: &str, value: f64) -> Result<(), ConfigError> {
 
 fn check_unit_open(field: &str, value: f64) -> Result<(), ConfigError> {
     check(
-        value >= 0.0 && value < 1.0,
+        (0.0..1.0).contains(&value),
         field,
         format!("must be in [0, 1), got {value}"),
     )
@@ -338,8 +339,10 @@ mod tests {
             }
         );
         let adamw: OptimizerConfig = toml::from_str("kind = 'adamw'\nlr = 0.1").unwrap();
-        assert!(matches!(adamw, OptimizerConfig::AdamW { weight_decay, epsilon, .. }
-            if weight_decay == 0.01 && epsilon == 1e-8));
+        assert!(
+            matches!(adamw, OptimizerConfig::AdamW { weight_decay, epsilon, .. }
+            if weight_decay == 0.01 && epsilon == 1e-8)
+        );
     }
 
     #[test]

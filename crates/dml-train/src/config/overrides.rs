@@ -58,14 +58,19 @@ impl Override {
     /// section keeps the rest of it. Setting a `kind` to a new value starts that table afresh
     /// from the new kind's defaults (its old fields may not exist in the new kind).
     pub fn apply(&self, root: &mut toml::Table, current: &toml::Table) -> Result<(), ConfigError> {
-        let (leaf, parents) = self.key.split_last().expect("a key has one segment at least");
+        let (leaf, parents) = self
+            .key
+            .split_last()
+            .expect("a key has one segment at least");
         let mut table = root;
         let mut resolved = Some(current);
         for (depth, segment) in parents.iter().enumerate() {
-            let resolved_here = resolved.and_then(|t| t.get(segment)).and_then(toml::Value::as_table);
-            let entry = table.entry(segment.clone()).or_insert_with(|| {
-                toml::Value::Table(resolved_here.cloned().unwrap_or_default())
-            });
+            let resolved_here = resolved
+                .and_then(|t| t.get(segment))
+                .and_then(toml::Value::as_table);
+            let entry = table
+                .entry(segment.clone())
+                .or_insert_with(|| toml::Value::Table(resolved_here.cloned().unwrap_or_default()));
             table = entry
                 .as_table_mut()
                 .ok_or_else(|| ConfigError::OverrideThroughValue {
@@ -122,29 +127,47 @@ mod tests {
     fn apply_creates_missing_tables_and_replaces_leaves() {
         let mut root = table("[train]\nepochs = 3\n");
         let empty = toml::Table::new();
-        Override::parse("train.epochs=7").unwrap().apply(&mut root, &empty).unwrap();
+        Override::parse("train.epochs=7")
+            .unwrap()
+            .apply(&mut root, &empty)
+            .unwrap();
         Override::parse("loss.params.margin=0.5")
             .unwrap()
             .apply(&mut root, &empty)
             .unwrap();
-        assert_eq!(root, table("[train]\nepochs = 7\n[loss.params]\nmargin = 0.5\n"));
+        assert_eq!(
+            root,
+            table("[train]\nepochs = 7\n[loss.params]\nmargin = 0.5\n")
+        );
     }
 
     #[test]
     fn unwritten_tables_start_from_the_current_values() {
         let current = table("[optimizer]\nkind = 'adam'\nlr = 0.1\nbeta1 = 0.8\n");
         let mut root = toml::Table::new();
-        Override::parse("optimizer.lr=0.5").unwrap().apply(&mut root, &current).unwrap();
-        assert_eq!(root, table("[optimizer]\nkind = 'adam'\nlr = 0.5\nbeta1 = 0.8\n"));
+        Override::parse("optimizer.lr=0.5")
+            .unwrap()
+            .apply(&mut root, &current)
+            .unwrap();
+        assert_eq!(
+            root,
+            table("[optimizer]\nkind = 'adam'\nlr = 0.5\nbeta1 = 0.8\n")
+        );
     }
 
     #[test]
     fn a_new_kind_starts_its_table_afresh() {
         let current = table("[optimizer]\nkind = 'adam'\nlr = 0.1\nbeta1 = 0.8\n");
         let mut root = current.clone();
-        Override::parse("optimizer.kind=adam").unwrap().apply(&mut root, &current).unwrap();
+        Override::parse("optimizer.kind=adam")
+            .unwrap()
+            .apply(&mut root, &current)
+            .unwrap();
         assert_eq!(root, current, "the same kind keeps its fields");
-        Override::parse("optimizer.kind=sgd").unwrap().apply(&mut root, &current).unwrap();
+        Override::parse("optimizer.kind=sgd")
+            .unwrap()
+            .apply(&mut root, &current)
+            .unwrap();
         assert_eq!(root, table("[optimizer]\nkind = 'sgd'\n"));
     }
 
