@@ -7,7 +7,7 @@
 //!   [`ImageFolderDataset`] (one folder per class), [`Cub200Dataset`], [`Cars196Dataset`],
 //!   [`SopDataset`], [`InShopDataset`] (native layouts with their standard class-disjoint
 //!   [`DatasetSplits`]) and [`OmniglotDataset`]. Any of them reads from a folder or straight
-//!   from a zip archive ([`ImageStore`]).
+//!   from a zip archive ([`ImageStore`]). [`DatasetSource`] names any of them in a run config.
 //! - [`SyntheticGlyphsConfig`]: built-in random stroke glyphs, no files needed, drawn on
 //!   demand from `(seed, class, sample)`, with a `modes` knob for multi-modal classes.
 //! - [`PipelineConfig`] / [`Pipeline`]: decode, grey or RGB, resize, random crop / flip /
@@ -48,9 +48,9 @@ mod transform;
 mod test_support;
 
 pub use dataset::{
-    Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits, ImageEntry,
-    ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset, OmniglotLabel, SopDataset,
-    Split, TestSplit, verify_images,
+    Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSource, DatasetSplits,
+    ImageEntry, ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset, OmniglotLabel,
+    SopDataset, Split, TestSplit, verify_images,
 };
 pub use error::Error;
 pub use glyph::{GlyphJitter, SyntheticGlyphs, SyntheticGlyphsConfig};

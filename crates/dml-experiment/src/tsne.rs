@@ -501,6 +501,9 @@ mod tests {
         assert_eq!(a, b);
         let c = embed_2d(&v, 10, &TsneConfig { seed: 9, ..config }).unwrap();
         assert_ne!(a, c);
+        let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let d = one_thread.install(|| embed_2d(&v, 10, &config)).unwrap();
+        assert_eq!(a, d, "the map depends on the thread count");
     }
 
     #[test]

@@ -84,7 +84,7 @@ fn main() {
             let t0 = Instant::now();
             let loss = net.forward(images.clone()).square().mean();
             // Flex runs eagerly; reading the loss back waits for the whole forward pass.
-            let _ = loss.clone().into_scalar();
+            let _ = loss.clone().into_scalar::<f32>();
             let t1 = Instant::now();
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             let t2 = Instant::now();

@@ -65,6 +65,20 @@ pub enum Error {
     /// The run configuration is not usable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A dataset could not be opened or its sampler built (the message names the file, line
+    /// or class).
+    #[error("data: {0}")]
+    Dataset(#[from] dml_data::Error),
+    /// The network could not be built or its weights loaded.
+    #[error("model: {0}")]
+    Model(#[from] dml_models::Error),
+    /// The loss could not be built (unknown name or parameter: the message lists the valid
+    /// ones).
+    #[error("loss: {0}")]
+    LossSetup(#[from] dml_losses::Error),
+    /// Embeddings could not be evaluated.
+    #[error("metrics: {0}")]
+    Metrics(#[from] dml_eval::Error),
     /// A file or folder could not be read, written or renamed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -179,6 +193,13 @@ pub enum Error {
         /// Epochs completed when the evaluation ran.
         epochs: usize,
         /// The evaluator's or the data source's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Embedding a split failed (a data or device error).
+    #[error("embedding: {source}")]
+    Embed {
+        /// The data source's or the model's error.
         #[source]
         source: BoxError,
     },

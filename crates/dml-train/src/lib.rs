@@ -31,12 +31,15 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod components;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod export;
 mod metrics_log;
 pub mod observer;
 pub mod optimizer;
+pub mod run;
 pub mod schedule;
 pub mod seed;
 pub mod state;

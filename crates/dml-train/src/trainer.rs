@@ -44,6 +44,8 @@ pub struct RunPaths {
     pub last_checkpoint: PathBuf,
     /// `checkpoints/best.ckpt`: the best `eval.monitor` so far.
     pub best_checkpoint: PathBuf,
+    /// `summary.json`: how the run ended and its evaluations (see `run::RunSummary`).
+    pub summary: PathBuf,
 }
 
 impl RunPaths {
@@ -56,6 +58,7 @@ impl RunPaths {
             metrics: dir.join("metrics.jsonl"),
             last_checkpoint: checkpoints.join("last.ckpt"),
             best_checkpoint: checkpoints.join("best.ckpt"),
+            summary: dir.join("summary.json"),
         }
     }
 }

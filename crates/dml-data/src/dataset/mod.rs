@@ -8,6 +8,7 @@ mod image_list;
 mod in_shop;
 mod omniglot;
 mod sop;
+mod source;
 mod table;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use image_list::{ImageEntry, ImageList};
 pub use in_shop::InShopDataset;
 pub use omniglot::{OmniglotDataset, OmniglotLabel};
 pub use sop::SopDataset;
+pub use source::DatasetSource;
 
 use rayon::prelude::*;
 

@@ -394,7 +394,11 @@ mod tests {
     /// raw pixels is usually of its own class: the classes are learnable.
     #[test]
     fn jittered_samples_vary_but_keep_their_class() {
-        let cfg = SyntheticGlyphsConfig { train_classes: 8, samples_per_class: 6, ..Default::default() };
+        let cfg = SyntheticGlyphsConfig {
+            train_classes: 8,
+            samples_per_class: 6,
+            ..Default::default()
+        };
         let ds = cfg.splits().unwrap().train;
         let imgs: Vec<Vec<u8>> = (0..ds.len()).map(|i| pixels(&*ds, i)).collect();
         let mut hits = 0;

@@ -177,6 +177,8 @@ impl Figure for BandChart {
             .configure_mesh()
             .x_desc("training step")
             .y_desc(self.y_desc.as_str())
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(msg)?;
         for (i, s) in self.series.iter().enumerate() {
@@ -269,6 +271,8 @@ impl Figure for PanelLines {
                 .configure_mesh()
                 .x_desc("training step")
                 .y_desc(self.y_desc.as_str())
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_labels(5)
                 .label_style(("sans-serif", 11))
                 .draw()
                 .map_err(msg)?;
@@ -332,58 +336,38 @@ pub(crate) struct Heatmaps {
 impl Figure for Heatmaps {
     fn size(&self) -> (u32, u32) {
         let (rows, cols) = panel_grid(self.panels.len());
-        let w = (140 + 90 * self.columns.len() as u32).max(360);
-        let h = (110 + 60 * self.rows.len() as u32).max(240);
+        let w = (HEAT_LEFT + HEAT_RIGHT + 90 * self.columns.len() as i32).max(300) as u32;
+        let h = (HEAT_TOP + HEAT_BOTTOM + 30 + 56 * self.rows.len() as i32) as u32;
         (cols as u32 * w, rows as u32 * h + 40)
     }
 
+    /// Drawn in pixels rather than through a chart: cells, their numbers and the axis labels
+    /// must line up exactly, which plotters' tick placement does not promise.
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(msg)?;
         let body = root.titled(&self.title, ("sans-serif", 20)).map_err(msg)?;
-        let (nx, ny) = (self.columns.len() as u32, self.rows.len() as u32);
-        let x_label = |v: &SegmentValue<u32>| match v {
-            SegmentValue::CenterOf(i) => self.columns.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
-        let y_label = |v: &SegmentValue<u32>| match v {
-            SegmentValue::CenterOf(i) => self.rows.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
+        let (nx, ny) = (self.columns.len().max(1) as i32, self.rows.len().max(1) as i32);
+        let text = |size: u32, color: &RGBColor, h: HPos| {
+            TextStyle::from(("sans-serif", size).into_font())
+                .color(color)
+                .pos(Pos::new(h, VPos::Center))
         };
         for (panel, area) in self
             .panels
             .iter()
             .zip(body.split_evenly(panel_grid(self.panels.len())))
         {
-            let mut chart = ChartBuilder::on(&area)
-                .caption(&panel.title, ("sans-serif", 15))
-                .margin(10)
-                .x_label_area_size(40)
-                .y_label_area_size(60)
-                .build_cartesian_2d((0..nx).into_segmented(), (0..ny).into_segmented())
-                .map_err(msg)?;
-            chart
-                .configure_mesh()
-                .disable_mesh()
-                .x_labels(nx as usize + 1)
-                .y_labels(ny as usize + 1)
-                .x_label_formatter(&x_label)
-                .y_label_formatter(&y_label)
-                .x_desc(self.x_desc.as_str())
-                .y_desc(self.y_desc.as_str())
-                .label_style(("sans-serif", 12))
-                .draw()
-                .map_err(msg)?;
-            // Cell labels are placed in pixels: segmented coordinates have no vertical offset.
-            let pixels = chart.plotting_area().strip_coord_spec();
-            let (pw, ph) = pixels.dim_in_pixel();
+            let area = area.titled(&panel.title, ("sans-serif", 15)).map_err(msg)?;
+            let (w, h) = area.dim_in_pixel();
+            let grid_w = (w as i32 - HEAT_LEFT - HEAT_RIGHT).max(nx);
+            let grid_h = (h as i32 - HEAT_TOP - HEAT_BOTTOM).max(ny);
+            let x_at = |i: i32| HEAT_LEFT + i * grid_w / nx;
+            let y_at = |j: i32| HEAT_TOP + j * grid_h / ny;
             for (j, row) in panel.cells.iter().enumerate() {
                 for (i, cell) in row.iter().enumerate() {
-                    let (i, j) = (i as u32, j as u32);
-                    let corners = [
-                        (SegmentValue::Exact(i), SegmentValue::Exact(j)),
-                        (SegmentValue::Exact(i + 1), SegmentValue::Exact(j + 1)),
-                    ];
-                    let (fill, ink, text) = match cell {
+                    let (i, j) = (i as i32, j as i32);
+                    let (x0, x1, y0, y1) = (x_at(i), x_at(i + 1), y_at(j), y_at(j + 1));
+                    let (fill, ink, value) = match cell {
                         Some(c) => (
                             viridis(c.value),
                             if c.value < 0.6 { WHITE } else { BLACK },
@@ -391,33 +375,57 @@ impl Figure for Heatmaps {
                         ),
                         None => (RGBColor(235, 235, 235), BLACK, "n/a".to_owned()),
                     };
-                    chart
-                        .draw_series(std::iter::once(Rectangle::new(corners, fill.filled())))
+                    area.draw(&Rectangle::new([(x0, y0), (x1, y1)], fill.filled()))
                         .map_err(msg)?;
-                    let cx = ((f64::from(i) + 0.5) * f64::from(pw) / f64::from(nx)) as i32;
-                    let cy = (f64::from(ph) - (f64::from(j) + 0.5) * f64::from(ph) / f64::from(ny))
-                        as i32;
-                    let style = |size: u32| {
-                        TextStyle::from(("sans-serif", size).into_font())
-                            .color(&ink)
-                            .pos(Pos::new(HPos::Center, VPos::Center))
-                    };
+                    area.draw(&Rectangle::new([(x0, y0), (x1, y1)], WHITE.stroke_width(1)))
+                        .map_err(msg)?;
+                    let (cx, cy) = ((x0 + x1) / 2, (y0 + y1) / 2);
                     let note = cell.as_ref().map_or("", |c| c.note.as_str());
                     let value_y = if note.is_empty() { cy } else { cy - 8 };
-                    pixels
-                        .draw(&Text::new(text, (cx, value_y), style(15)))
+                    area.draw(&Text::new(value, (cx, value_y), text(15, &ink, HPos::Center)))
                         .map_err(msg)?;
                     if !note.is_empty() {
-                        pixels
-                            .draw(&Text::new(note.to_owned(), (cx, cy + 10), style(11)))
-                            .map_err(msg)?;
+                        area.draw(&Text::new(
+                            note.to_owned(),
+                            (cx, cy + 10),
+                            text(11, &ink, HPos::Center),
+                        ))
+                        .map_err(msg)?;
                     }
                 }
             }
+            for (i, label) in self.columns.iter().enumerate() {
+                let cx = (x_at(i as i32) + x_at(i as i32 + 1)) / 2;
+                let y = HEAT_TOP + grid_h + 12;
+                area.draw(&Text::new(label.clone(), (cx, y), text(12, &BLACK, HPos::Center)))
+                    .map_err(msg)?;
+            }
+            for (j, label) in self.rows.iter().enumerate() {
+                let cy = (y_at(j as i32) + y_at(j as i32 + 1)) / 2;
+                area.draw(&Text::new(
+                    label.clone(),
+                    (HEAT_LEFT - 6, cy),
+                    text(12, &BLACK, HPos::Right),
+                ))
+                .map_err(msg)?;
+            }
+            let x_desc = (HEAT_LEFT + grid_w / 2, HEAT_TOP + grid_h + 32);
+            area.draw(&Text::new(self.x_desc.clone(), x_desc, text(12, &BLACK, HPos::Center)))
+                .map_err(msg)?;
+            let y_desc = (HEAT_LEFT - 6, HEAT_TOP - 10);
+            area.draw(&Text::new(self.y_desc.clone(), y_desc, text(12, &BLACK, HPos::Right)))
+                .map_err(msg)?;
         }
         Ok(())
     }
 }
+
+/// Heatmap panel margins in pixels: row labels on the left, column labels and the axis
+/// description below, the row-axis description above.
+const HEAT_LEFT: i32 = 80;
+const HEAT_RIGHT: i32 = 12;
+const HEAT_TOP: i32 = 24;
+const HEAT_BOTTOM: i32 = 46;
 
 /// A 2-D scatter of points coloured by class (the t-SNE map).
 pub(crate) struct Scatter {

@@ -14,6 +14,7 @@ use crate::loss::{
     LiftedStructureLoss, LossKernel, LossKind, MultiSimilarityLoss, NPairAngularLoss, NPairsLoss,
     TripletMarginLoss,
 };
+use crate::loss::{ArcFaceLoss, NTXentLoss, ProxyAnchorLoss, ProxyNCALoss};
 use crate::metric_loss::MetricLoss;
 use crate::miner::{
     BatchHardMiner, DistanceWeightedMiner, Miner, MultiSimilarityMiner, SemiHardMiner,
@@ -33,6 +34,10 @@ pub const SUPPORTED_LOSSES: &[&str] = &[
     "MultiSimilarityLoss",
     "LiftedStructureLoss",
     "GeneralizedLiftedStructureLoss",
+    "NTXentLoss",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "ArcFaceLoss",
 ];
 
 /// The PML miner class names dml understands.
@@ -113,7 +118,7 @@ fn unknown(what: &str, name: &str, supported: &[&str]) -> Error {
 }
 
 /// The loss kernel of a PML loss class (its class-specific arguments only).
-fn build_kind(name: &str, p: &mut Params<'_>, _ctx: BuildContext) -> Result<LossKind> {
+fn build_kind(name: &str, p: &mut Params<'_>, ctx: BuildContext) -> Result<LossKind> {
     let lp = Distance::PML_LP_DEFAULT;
     Ok(match name {
         "ContrastiveLoss" => {
@@ -184,8 +189,57 @@ fn build_kind(name: &str, p: &mut Params<'_>, _ctx: BuildContext) -> Result<Loss
             )?
             .into()
         }
+        "NTXentLoss" => {
+            NTXentLoss::new(distance_or(p, Distance::Cosine)?, p.f64("temperature", 0.07)?)?.into()
+        }
+        "ProxyAnchorLoss" => {
+            let distance = distance_or(p, Distance::Cosine)?;
+            let classes = proxy_classes(p, ctx)?;
+            ProxyAnchorLoss::new(distance, classes, p.f64("margin", 0.1)?, p.f64("alpha", 32.0)?)?
+                .into()
+        }
+        "ProxyNCALoss" => {
+            let squared = Distance::Lp {
+                power: LpPower::Two,
+                normalize: true,
+            };
+            let distance = distance_or(p, squared)?;
+            let classes = proxy_classes(p, ctx)?;
+            ProxyNCALoss::new(distance, classes, p.f64("softmax_scale", 1.0)?)?.into()
+        }
+        "ArcFaceLoss" => {
+            let distance = distance_or(p, Distance::Cosine)?;
+            let classes = proxy_classes(p, ctx)?;
+            ArcFaceLoss::new(distance, classes, p.f64("margin", 28.6)?, p.f64("scale", 64.0)?)?
+                .into()
+        }
         other => return Err(unknown("loss", other, SUPPORTED_LOSSES)),
     })
+}
+
+/// A proxy loss's `num_classes` (and `embedding_size`), checked against the proxies the case
+/// brings; either the argument or the proxies must say how many classes there are.
+fn proxy_classes(p: &mut Params<'_>, ctx: BuildContext) -> Result<usize> {
+    let owner = p.owner().to_string();
+    let classes = p.opt_usize("num_classes")?;
+    let width = p.opt_usize("embedding_size")?;
+    match (classes, ctx.proxies) {
+        (None, None) => Err(Error::Case(format!(
+            "{owner}: `num_classes` is required (or give the case `proxies`)"
+        ))),
+        (Some(c), None) => Ok(c),
+        (given, Some((rows, cols))) => {
+            if given.is_some_and(|c| c != rows) || width.is_some_and(|w| w != cols) {
+                return Err(Error::Case(format!(
+                    "{owner}: num_classes={} and embedding_size={} disagree with the {rows} x \
+                     {cols} proxies",
+                    given.map_or("-".into(), |c| c.to_string()),
+                    width.map_or("-".into(), |w| w.to_string()),
+                )));
+            }
+            Ok(rows)
+        }
+    }
 }
 
 /// The `distance` argument, or `default` (the class's PML default distance).

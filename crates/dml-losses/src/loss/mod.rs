@@ -10,26 +10,35 @@
 
 mod angular;
 mod angular_mc;
+mod arc_face;
 mod contrastive;
 mod generalized_lifted_structure;
 mod lifted_structure;
 mod multi_similarity;
 mod n_pair_angular;
 mod n_pairs;
+mod nt_xent;
 mod pair_mask;
 mod pair_set;
+mod proxies;
+mod proxy_anchor;
+mod proxy_nca;
 mod terms;
 mod triplet_margin;
 mod triplet_window;
 
 pub use angular::AngularLoss;
 pub use angular_mc::AngularMcLoss;
+pub use arc_face::ArcFaceLoss;
 pub use contrastive::ContrastiveLoss;
 pub use generalized_lifted_structure::GeneralizedLiftedStructureLoss;
 pub use lifted_structure::LiftedStructureLoss;
 pub use multi_similarity::MultiSimilarityLoss;
 pub use n_pair_angular::NPairAngularLoss;
 pub use n_pairs::NPairsLoss;
+pub use nt_xent::NTXentLoss;
+pub use proxy_anchor::ProxyAnchorLoss;
+pub use proxy_nca::ProxyNCALoss;
 pub use terms::{LossTerm, TermIndices};
 pub use triplet_margin::TripletMarginLoss;
 
@@ -178,6 +187,14 @@ pub enum LossKind {
     LiftedStructure(LiftedStructureLoss),
     /// See [`GeneralizedLiftedStructureLoss`].
     GeneralizedLiftedStructure(GeneralizedLiftedStructureLoss),
+    /// See [`ProxyAnchorLoss`].
+    ProxyAnchor(ProxyAnchorLoss),
+    /// See [`ProxyNCALoss`].
+    ProxyNca(ProxyNCALoss),
+    /// See [`ArcFaceLoss`].
+    ArcFace(ArcFaceLoss),
+    /// See [`NTXentLoss`].
+    NtXent(NTXentLoss),
 }
 
 /// Calls `$body` with `$k` bound to the kernel inside any [`LossKind`] variant.
@@ -193,6 +210,10 @@ macro_rules! with_kernel {
             LossKind::MultiSimilarity($k) => $body,
             LossKind::LiftedStructure($k) => $body,
             LossKind::GeneralizedLiftedStructure($k) => $body,
+            LossKind::ProxyAnchor($k) => $body,
+            LossKind::ProxyNca($k) => $body,
+            LossKind::ArcFace($k) => $body,
+            LossKind::NtXent($k) => $body,
         }
     };
 }
@@ -247,4 +268,8 @@ impl_from_kernel!(
     MultiSimilarity(MultiSimilarityLoss),
     LiftedStructure(LiftedStructureLoss),
     GeneralizedLiftedStructure(GeneralizedLiftedStructureLoss),
+    ProxyAnchor(ProxyAnchorLoss),
+    ProxyNca(ProxyNCALoss),
+    ArcFace(ArcFaceLoss),
+    NtXent(NTXentLoss),
 );

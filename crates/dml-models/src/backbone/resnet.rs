@@ -46,6 +46,9 @@ const STAGE_WIDTHS: [usize; 4] = [64, 128, 256, 512];
 /// - NOTE: `conv1` takes `in_channels` channels (torchvision: always 3), so grey-scale images
 ///   need no copying to three channels; ImageNet weights then only load when it is 3.
 ///
+/// - NOTE: the stem applies its ReLU after the max pool rather than before: the same function
+///   (ReLU and max commute; padding counts as -inf), on a 4x smaller map.
+///
 /// Weight names are torchvision's (`conv1.weight`, `bn1.running_mean`,
 /// `layer2.0.downsample.0.weight`, ...).
 #[derive(Module, Debug)]
@@ -109,8 +112,9 @@ impl ResNet {
 
     /// `[b, c, h, w]` images to `[b, 512]` or `[b, 2048]` features.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.conv1.forward(images)));
-        let mut x = self.maxpool.forward(x);
+        // relu(maxpool(x)) = maxpool(relu(x)); see the NOTE above.
+        let x = self.bn1.forward(self.conv1.forward(images));
+        let mut x = relu(self.maxpool.forward(x));
         for block in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()
             .flatten()

@@ -25,6 +25,10 @@ pub(crate) const SMALL_CONV_MIN_SIDE: usize = 1 << SMALL_CONV_BLOCKS;
 /// 84 px); this one averages it instead, so the output has 64 features at any input size of
 /// at least 16 px.
 ///
+/// NOTE: each block applies the ReLU after the max pool rather than before. The two orders
+/// compute the same function (ReLU and max commute), and this one runs the ReLU on a 4x
+/// smaller map.
+///
 /// Weight names (for [`load_backbone_weights`](crate::EmbeddingNet::load_backbone_weights)):
 /// `blocks.{i}.conv.{weight,bias}` and `blocks.{i}.bn.{weight,bias,running_mean,running_var}`
 /// for `i` in `0..4`.

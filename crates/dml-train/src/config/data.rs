@@ -1,233 +1,157 @@
 //! The `[data]` section: which images to train and evaluate on, how they are decoded and
-//! augmented, and how batches are sampled.
+//! augmented (dml-data's [`PipelineConfig`]), how batches are sampled and how many threads
+//! decode them (dml-data's [`LoaderConfig`]).
 
 use std::path::PathBuf;
 
+use dml_data::{LoaderConfig, OmniglotLabel, PipelineConfig, SmallClassPolicy, SyntheticGlyphsConfig};
 use serde::{Deserialize, Serialize};
 
 use super::check;
 use crate::error::ConfigError;
 
-/// Training data, held-out data, image pipeline and batch sampling.
+/// Training data, held-out data, image pipeline, sampling and loading.
+///
+/// ```toml
+/// [data.dataset]
+/// kind = "cub"
+/// path = "/data/CUB_200_2011"
+///
+/// [data.pipeline]        # dml-data's PipelineConfig
+/// color = "rgb"
+/// resize = 256
+/// crop = 227
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// The training split.
-    pub train: DatasetConfig,
-    /// The held-out split evaluated during and after training (class-disjoint from `train` in
-    /// the standard protocols). Default: none, which disables evaluation.
+    /// The dataset trained on. Kinds with a standard class-disjoint protocol (synthetic, CUB,
+    /// Cars196, SOP, In-Shop) also give the held-out split.
+    pub dataset: DatasetConfig,
+    /// The held-out split, when it comes from elsewhere (a second CSV list, Omniglot's
+    /// evaluation alphabets). Default: the dataset's own test split, if it has one; else no
+    /// evaluation.
     pub test: Option<DatasetConfig>,
-    /// Decoding and resizing.
-    pub image: ImageConfig,
+    /// Decoding, resizing, augmentation and normalisation (training batches are augmented,
+    /// evaluation batches get the deterministic transform).
+    pub pipeline: PipelineConfig,
     /// Batch composition.
     pub batch: BatchConfig,
-    /// Training-time augmentation (never applied to the held-out split).
-    pub augment: AugmentConfig,
-    /// Decoding threads. Default: 2.
-    pub workers: usize,
-    /// Ready batches kept ahead of the model. Default: 4.
-    pub prefetch: usize,
+    /// Decoding threads and read-ahead.
+    pub loader: LoaderConfig,
 }
 
 impl Default for DataConfig {
-    /// Built-in synthetic glyphs: no files needed.
+    /// Built-in synthetic glyphs at 28 x 28: no files needed.
     fn default() -> Self {
         DataConfig {
-            train: DatasetConfig::Synthetic {
-                classes: 100,
-                samples_per_class: 24,
-                modes: 1,
-                first_class: 0,
-            },
-            test: Some(DatasetConfig::Synthetic {
-                classes: 50,
-                samples_per_class: 24,
-                modes: 1,
-                first_class: 100,
-            }),
-            image: ImageConfig::default(),
+            dataset: DatasetConfig::Synthetic(SyntheticGlyphsConfig::default()),
+            test: None,
+            pipeline: PipelineConfig::characters(28),
             batch: BatchConfig::default(),
-            augment: AugmentConfig::default(),
-            workers: 2,
-            prefetch: 4,
+            loader: LoaderConfig::default(),
         }
     }
 }
 
-/// Which label Omniglot images get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OmniglotLabel {
-    /// One class per character (within its alphabet).
-    Character,
-    /// One class per alphabet.
-    Alphabet,
-}
-
-/// The half of a dataset with a standard class-disjoint split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SplitName {
-    /// The training classes.
-    Train,
-    /// The held-out classes.
-    Test,
-    /// In-Shop's query set.
-    Query,
-    /// In-Shop's gallery set.
-    Gallery,
-}
-
-/// One dataset (or one split of one), chosen by `kind`.
+/// One dataset, chosen by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DatasetConfig {
-    /// Seeded random stroke glyphs drawn with jitter; needs no files.
-    Synthetic {
-        /// Number of classes.
-        classes: usize,
-        /// Images per class.
-        samples_per_class: usize,
-        /// Prototypes per class: 1 = one look per class (faces, re-ID), m > 1 = a union of m
-        /// distinct looks (CUB, SOP). Default: 1.
-        #[serde(default = "one")]
-        modes: usize,
-        /// Id of the first class: a held-out split uses classes the training split lacks.
-        /// Default: 0.
-        #[serde(default)]
-        first_class: usize,
-    },
-    /// A CSV list `label,relative/path` (the survey baseline's format).
+    /// Seeded random stroke glyphs drawn with jitter; needs no files. The fields are
+    /// dml-data's [`SyntheticGlyphsConfig`] (`train_classes`, `test_classes`,
+    /// `samples_per_class`, `modes`, `size`, `seed`, `jitter`).
+    Synthetic(SyntheticGlyphsConfig),
+    /// A CSV list `label,relative/path` (the survey baseline's format): one split.
     Csv {
         /// The CSV file.
         path: PathBuf,
-        /// The folder image paths are relative to. Default: the CSV file's folder.
+        /// The folder (or .zip) image paths are relative to. Default: the CSV file's folder.
         #[serde(default)]
         root: Option<PathBuf>,
     },
-    /// One sub-folder per class, in a folder or a .zip archive.
+    /// One sub-folder per class, in a folder or a .zip archive: one split.
     Folder {
         /// The folder or .zip file.
         path: PathBuf,
     },
-    /// CUB-200-2011 (classes 1-100 train, 101-200 test).
+    /// CUB-200-2011: classes 1-100 train, 101-200 test.
     Cub {
         /// The `CUB_200_2011` folder.
         path: PathBuf,
-        /// Which half.
-        split: SplitName,
     },
-    /// Cars196 (classes 1-98 train, 99-196 test).
+    /// Cars196: classes 1-98 train, 99-196 test.
     Cars196 {
         /// The folder with `cars_annos.mat`.
         path: PathBuf,
-        /// Which half.
-        split: SplitName,
     },
     /// Stanford Online Products (`Ebay_train.txt` / `Ebay_test.txt`).
     Sop {
         /// The `Stanford_Online_Products` folder.
         path: PathBuf,
-        /// Which half.
-        split: SplitName,
     },
-    /// In-Shop clothes retrieval (`list_eval_partition.txt`).
+    /// In-Shop clothes retrieval: train, then query against gallery.
     InShop {
-        /// The dataset folder.
+        /// The folder with `list_eval_partition.txt`.
         path: PathBuf,
-        /// `train`, `query` or `gallery`.
-        split: SplitName,
     },
-    /// Omniglot: alphabet/character folders, from a folder or a .zip.
+    /// Omniglot: `<alphabet>/<character>/<drawing>.png`, from a folder or a .zip: one split.
     Omniglot {
         /// The folder or .zip file.
         path: PathBuf,
         /// Label by character or by alphabet. Default: character.
-        #[serde(default = "character")]
+        #[serde(default)]
         label: OmniglotLabel,
         /// Keep only these alphabets. Default: all.
         #[serde(default)]
-        alphabets: Vec<String>,
+        alphabets: Option<Vec<String>>,
     },
-}
-
-fn one() -> usize {
-    1
-}
-
-fn character() -> OmniglotLabel {
-    OmniglotLabel::Character
 }
 
 impl DatasetConfig {
     /// The file or folder the dataset is read from (none for synthetic data).
     pub fn path(&self) -> Option<&PathBuf> {
         match self {
-            DatasetConfig::Synthetic { .. } => None,
+            DatasetConfig::Synthetic(_) => None,
             DatasetConfig::Csv { path, .. }
             | DatasetConfig::Folder { path }
-            | DatasetConfig::Cub { path, .. }
-            | DatasetConfig::Cars196 { path, .. }
-            | DatasetConfig::Sop { path, .. }
-            | DatasetConfig::InShop { path, .. }
+            | DatasetConfig::Cub { path }
+            | DatasetConfig::Cars196 { path }
+            | DatasetConfig::Sop { path }
+            | DatasetConfig::InShop { path }
             | DatasetConfig::Omniglot { path, .. } => Some(path),
         }
     }
 
-    fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        match *self {
-            DatasetConfig::Synthetic {
-                classes,
-                samples_per_class,
-                modes,
-                ..
-            } => {
-                check(
-                    classes >= 2,
-                    &format!("{field}.classes"),
-                    "needs at least 2 classes",
-                )?;
-                check(
-                    samples_per_class >= 2,
-                    &format!("{field}.samples_per_class"),
-                    "needs at least 2 images per class",
-                )?;
-                check(modes >= 1, &format!("{field}.modes"), "must be at least 1")
-            }
-            DatasetConfig::InShop { split, .. } => check(
-                split != SplitName::Test,
-                &format!("{field}.split"),
-                "In-Shop's splits are train, query and gallery",
-            ),
-            DatasetConfig::Cub { split, .. }
-            | DatasetConfig::Cars196 { split, .. }
-            | DatasetConfig::Sop { split, .. } => check(
-                matches!(split, SplitName::Train | SplitName::Test),
-                &format!("{field}.split"),
-                "must be train or test",
-            ),
-            DatasetConfig::Csv { .. }
-            | DatasetConfig::Folder { .. }
-            | DatasetConfig::Omniglot { .. } => Ok(()),
-        }
+    /// Whether the kind has a standard held-out split of its own.
+    pub fn has_test_split(&self) -> bool {
+        matches!(
+            self,
+            DatasetConfig::Synthetic(_)
+                | DatasetConfig::Cub { .. }
+                | DatasetConfig::Cars196 { .. }
+                | DatasetConfig::Sop { .. }
+                | DatasetConfig::InShop { .. }
+        )
     }
-}
 
-/// Decoding: every image becomes `channels x size x size` floats.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ImageConfig {
-    /// Side of the square network input, in pixels. Default: 28.
-    pub size: usize,
-    /// 1 (grayscale) or 3 (RGB). Default: 1.
-    pub channels: usize,
-}
-
-impl Default for ImageConfig {
-    fn default() -> Self {
-        ImageConfig {
-            size: 28,
-            channels: 1,
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        match self {
+            DatasetConfig::Synthetic(glyphs) => {
+                glyphs.validate().map_err(|e| ConfigError::Invalid {
+                    field: field.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+            DatasetConfig::Omniglot {
+                alphabets: Some(alphabets),
+                ..
+            } => check(
+                !alphabets.is_empty(),
+                &format!("{field}.alphabets"),
+                "must name at least one alphabet (leave it out for all)",
+            ),
+            _ => Ok(()),
         }
     }
 }
@@ -252,6 +176,10 @@ pub struct BatchConfig {
     pub classes_per_batch: usize,
     /// K. Default: 6 (the survey's semi-hard setting).
     pub samples_per_class: usize,
+    /// What to do with classes smaller than K. Default: error.
+    pub small_classes: SmallClassPolicy,
+    /// Batch size when embedding the held-out split. Default: 256.
+    pub eval_batch_size: usize,
 }
 
 impl Default for BatchConfig {
@@ -260,45 +188,34 @@ impl Default for BatchConfig {
             sampler: SamplerKind::Pk,
             classes_per_batch: 20,
             samples_per_class: 6,
+            small_classes: SmallClassPolicy::Error,
+            eval_batch_size: 256,
         }
     }
 }
 
 impl BatchConfig {
-    /// Images per batch, P x K.
+    /// Images per training batch, P x K.
     pub fn batch_size(&self) -> usize {
         self.classes_per_batch * self.samples_per_class
     }
 }
 
-/// Random training-time augmentation.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AugmentConfig {
-    /// Random horizontal flips (wrong for characters and glyphs). Default: false.
-    pub flip: bool,
-    /// Random crop after resizing to this many pixels (0 = no crop). Default: 0.
-    pub crop_from: usize,
-    /// Small random affine jitter (rotation, scale, shift). Default: false.
-    pub jitter: bool,
-}
-
 impl DataConfig {
+    /// The number of channels the pipeline produces (the model's input channels).
+    pub fn channels(&self) -> usize {
+        self.pipeline.color.channels()
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        self.train.validate("data.train")?;
+        self.dataset.validate("data.dataset")?;
         if let Some(test) = &self.test {
             test.validate("data.test")?;
         }
-        check(
-            self.image.size >= 8,
-            "data.image.size",
-            format!("must be at least 8 pixels, got {}", self.image.size),
-        )?;
-        check(
-            matches!(self.image.channels, 1 | 3),
-            "data.image.channels",
-            format!("must be 1 or 3, got {}", self.image.channels),
-        )?;
+        self.pipeline.init().map_err(|e| ConfigError::Invalid {
+            field: "data.pipeline".to_owned(),
+            reason: e.to_string(),
+        })?;
         check(
             self.batch.classes_per_batch >= 2,
             "data.batch.classes_per_batch",
@@ -315,14 +232,58 @@ impl DataConfig {
             "the n-pair sampler takes exactly 2 samples per class",
         )?;
         check(
-            self.augment.crop_from == 0 || self.augment.crop_from >= self.image.size,
-            "data.augment.crop_from",
-            format!(
-                "must be 0 or at least data.image.size = {}",
-                self.image.size
-            ),
+            self.batch.eval_batch_size >= 1,
+            "data.batch.eval_batch_size",
+            "must be at least 1",
         )?;
-        check(self.workers >= 1, "data.workers", "must be at least 1")?;
-        check(self.prefetch >= 1, "data.prefetch", "must be at least 1")
+        check(
+            self.loader.workers >= 1,
+            "data.loader.workers",
+            "must be at least 1",
+        )?;
+        check(
+            self.loader.prefetch >= 1,
+            "data.loader.prefetch",
+            "must be at least 1",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_kinds_parse_with_their_own_fields() {
+        let synthetic: DatasetConfig =
+            toml::from_str("kind = 'synthetic'\ntrain_classes = 8\nmodes = 2").unwrap();
+        let DatasetConfig::Synthetic(glyphs) = synthetic else {
+            panic!("{synthetic:?}")
+        };
+        assert_eq!((glyphs.train_classes, glyphs.modes), (8, 2));
+        assert_eq!(glyphs.test_classes, SyntheticGlyphsConfig::default().test_classes);
+
+        let omniglot: DatasetConfig =
+            toml::from_str("kind = 'omniglot'\npath = 'o.zip'\nalphabets = ['Tagalog']").unwrap();
+        assert!(matches!(omniglot, DatasetConfig::Omniglot { label: OmniglotLabel::Character, .. }));
+
+        let err = toml::from_str::<DatasetConfig>("kind = 'cub'\npath = 'x'\nsplit = 'train'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `split`"), "{err}");
+        let err = toml::from_str::<DatasetConfig>("kind = 'synthetic'\nclasses = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `classes`"), "{err}");
+    }
+
+    #[test]
+    fn n_pair_needs_two_per_class() {
+        let mut data = DataConfig::default();
+        data.batch.sampler = SamplerKind::NPair;
+        let err = data.validate().unwrap_err().to_string();
+        assert!(err.starts_with("data.batch.samples_per_class"), "{err}");
+        data.batch.samples_per_class = 2;
+        data.validate().unwrap();
     }
 }

@@ -23,7 +23,9 @@ pub use loss::{LossConfig, NamedParams};
 pub use model::{BackboneKind, HeadKind, ModelConfig};
 pub use optim::{OptimizerConfig, ScheduleConfig};
 pub use overrides::Override;
-pub use training::{CheckpointConfig, EarlyStoppingConfig, EvalConfig, MetricKind, TrainConfig};
+pub use training::{
+    CheckpointConfig, EarlyStoppingConfig, EpisodesConfig, EvalConfig, MetricKind, TrainConfig,
+};
 
 use crate::error::ConfigError;
 
@@ -173,7 +175,7 @@ impl RunConfig {
             "must name the run folder",
         )?;
         self.data.validate()?;
-        self.model.validate()?;
+        self.model.validate(self.data.channels())?;
         self.loss.validate()?;
         self.optimizer.validate()?;
         self.schedule.validate(self.optimizer.lr())?;
@@ -182,9 +184,9 @@ impl RunConfig {
         if let Some(early) = &self.early_stopping {
             early.validate()?;
             check(
-                self.data.test.is_some(),
+                self.data.test.is_some() || self.data.dataset.has_test_split(),
                 "early_stopping",
-                "needs a held-out split (data.test) to evaluate on",
+                "needs a held-out split to evaluate on (data.test, or a dataset with one)",
             )?;
         }
         self.checkpoint.validate()
@@ -333,7 +335,7 @@ mod tests {
     fn overrides_of_defaults_keep_the_other_defaults() {
         let overrides = [
             Override::new("optimizer.lr", 0.01),
-            Override::new("data.test.classes", 10),
+            Override::new("data.dataset.test_classes", 10),
             Override::new("schedule.kind", "step"),
             Override::new("schedule.step_size", 100),
         ];
@@ -359,7 +361,7 @@ mod tests {
                 warmup_steps: 0
             }
         );
-        assert_eq!(config.data.train, defaults.data.train);
+        assert_eq!(config.data.pipeline, defaults.data.pipeline);
     }
 
     #[test]

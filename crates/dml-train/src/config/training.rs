@@ -44,18 +44,63 @@ impl TrainConfig {
     }
 }
 
-/// The metrics an evaluation computes on the held-out split.
+/// The metrics an evaluation computes on the held-out split (PML semantics; see dml-eval).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum MetricKind {
     /// Recall@K for every K of `eval.k` (keys `recall@1`, `recall@2`, ...).
     #[serde(rename = "recall@k")]
     RecallAtK,
+    /// Precision@1 (key `precision@1`).
+    #[serde(rename = "precision@1")]
+    PrecisionAt1,
+    /// R-precision (key `r_precision`).
+    #[serde(rename = "r_precision")]
+    RPrecision,
     /// MAP@R (key `map@r`).
     #[serde(rename = "map@r")]
     MapAtR,
+    /// Mean average precision (key `map`).
+    #[serde(rename = "map")]
+    Map,
+    /// Mean reciprocal rank (key `mrr`).
+    #[serde(rename = "mrr")]
+    Mrr,
     /// NMI of a k-means clustering with as many clusters as classes (key `nmi`).
+    #[serde(rename = "nmi")]
     Nmi,
+    /// AMI of the same clustering (key `ami`).
+    #[serde(rename = "ami")]
+    Ami,
+}
+
+/// N-way K-shot episodes on the held-out split (keys `episodes_nn` and `episodes_ncm`: the
+/// accuracy of the nearest support item and of the nearest class mean).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpisodesConfig {
+    /// Classes per episode (N). Default: 20 (Omniglot's 20-way).
+    pub ways: usize,
+    /// Support items per class (K). Default: 1.
+    pub shots: usize,
+    /// Query items per class. Default: 1.
+    pub queries_per_class: usize,
+    /// Episodes drawn. Default: 1000.
+    pub episodes: usize,
+    /// Draw each episode's classes from one super-class (Omniglot's alphabet), as the
+    /// within-alphabet protocol does. Default: true.
+    pub within_super_class: bool,
+}
+
+impl Default for EpisodesConfig {
+    fn default() -> Self {
+        EpisodesConfig {
+            ways: 20,
+            shots: 1,
+            queries_per_class: 1,
+            episodes: 1000,
+            within_super_class: true,
+        }
+    }
 }
 
 /// Evaluation on the held-out split during training.
@@ -69,6 +114,8 @@ pub struct EvalConfig {
     pub k: Vec<usize>,
     /// The metrics to compute. Default: Recall@K, MAP@R and NMI.
     pub metrics: Vec<MetricKind>,
+    /// Few-shot episodes, if wanted. Default: none.
+    pub episodes: Option<EpisodesConfig>,
     /// The metric that picks the best checkpoint and drives early stopping; higher is better.
     /// Default: `recall@1`.
     pub monitor: String,
@@ -80,6 +127,7 @@ impl Default for EvalConfig {
             every_epochs: 1,
             k: vec![1, 2, 4, 8],
             metrics: vec![MetricKind::RecallAtK, MetricKind::MapAtR, MetricKind::Nmi],
+            episodes: None,
             monitor: "recall@1".to_owned(),
         }
     }
@@ -92,9 +140,17 @@ impl EvalConfig {
         for metric in &self.metrics {
             match metric {
                 MetricKind::RecallAtK => keys.extend(self.k.iter().map(|k| format!("recall@{k}"))),
+                MetricKind::PrecisionAt1 => keys.push("precision@1".to_owned()),
+                MetricKind::RPrecision => keys.push("r_precision".to_owned()),
                 MetricKind::MapAtR => keys.push("map@r".to_owned()),
+                MetricKind::Map => keys.push("map".to_owned()),
+                MetricKind::Mrr => keys.push("mrr".to_owned()),
                 MetricKind::Nmi => keys.push("nmi".to_owned()),
+                MetricKind::Ami => keys.push("ami".to_owned()),
             }
+        }
+        if self.episodes.is_some() {
+            keys.extend(["episodes_nn".to_owned(), "episodes_ncm".to_owned()]);
         }
         keys
     }
@@ -111,10 +167,21 @@ impl EvalConfig {
             "recall@k needs at least one K",
         )?;
         check(
-            !self.metrics.is_empty(),
+            !self.metrics.is_empty() || self.episodes.is_some(),
             "eval.metrics",
-            "needs at least one of \"recall@k\", \"map@r\", \"nmi\"",
+            "needs at least one metric",
         )?;
+        if let Some(episodes) = &self.episodes {
+            for (field, value) in [
+                ("eval.episodes.ways", episodes.ways),
+                ("eval.episodes.shots", episodes.shots),
+                ("eval.episodes.queries_per_class", episodes.queries_per_class),
+                ("eval.episodes.episodes", episodes.episodes),
+            ] {
+                check(value >= 1, field, "must be at least 1")?;
+            }
+            check(episodes.ways >= 2, "eval.episodes.ways", "must be at least 2")?;
+        }
         let keys = self.metric_keys();
         check(
             keys.contains(&self.monitor),
