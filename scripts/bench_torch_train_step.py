@@ -22,15 +22,16 @@ from torch import nn
 
 
 def small_conv_net(embedding_dim: int) -> nn.Module:
-    """Prototypical Networks' encoder + global average pool + linear head (dml's
-    small-conv-net with the `direct` head)."""
+    """dml's small-conv-net with the `direct` head: Prototypical Networks' encoder as dml
+    builds it (bias-free convolutions, ReLU after the max pool; see
+    crates/dml-models/src/backbone/small_conv.rs), a global average pool and a linear head."""
 
     def block(c_in: int) -> nn.Module:
         return nn.Sequential(
-            nn.Conv2d(c_in, 64, 3, padding=1),
+            nn.Conv2d(c_in, 64, 3, padding=1, bias=False),
             nn.BatchNorm2d(64),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
         )
 
     return nn.Sequential(
@@ -40,8 +41,8 @@ def small_conv_net(embedding_dim: int) -> nn.Module:
 
 
 def resnet18(embedding_dim: int) -> nn.Module:
-    """torchvision's ResNet-18 with its classifier replaced by the `direct` head. Built here
-    rather than imported so the script needs only torch."""
+    """torchvision's ResNet-18 with its classifier replaced by the `direct` head, as dml builds
+    it. Built here rather than imported so the script needs only torch."""
 
     class BasicBlock(nn.Module):
         def __init__(self, c_in: int, c_out: int, stride: int):
@@ -63,9 +64,10 @@ def resnet18(embedding_dim: int) -> nn.Module:
             out = self.bn2(self.conv2(out))
             return self.relu(out + identity)
 
+    # dml's stem order (max pool, then ReLU: the same function as torchvision's).
     layers = [
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.MaxPool2d(3, 2, 1),
+        nn.ReLU(inplace=True),
     ]
     c_in = 64
     for i, width in enumerate([64, 128, 256, 512]):

@@ -27,6 +27,12 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Write report.md and SVG/PNG figures from an experiment's results.jsonl.
     Report(cmd::report::Args),
+    /// Train an embedding network from a run configuration (or resume one).
+    Train(cmd::train::Args),
+    /// Embed a dataset with a trained checkpoint (.npy + labels + paths).
+    Embed(cmd::embed::Args),
+    /// Train, embed and evaluate in one command (no arguments: synthetic glyphs).
+    Run(cmd::run::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -41,6 +47,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Report(args) => cmd::report::run(args),
+        Command::Train(args) => cmd::train::run(args),
+        Command::Embed(args) => cmd::embed::run(args),
+        Command::Run(args) => cmd::run::run(args),
     }
 }
 

@@ -35,7 +35,8 @@ pub struct Batch {
 pub struct LoaderConfig {
     /// Worker threads, each building whole batches. Default: 2.
     pub workers: usize,
-    /// Batches built ahead of the consumer, at most (ready or in progress). Default: 4.
+    /// Batches built ahead of the consumer, at most (ready or in progress); also caps how
+    /// many workers are busy at once. Default: 4.
     pub prefetch: usize,
 }
 

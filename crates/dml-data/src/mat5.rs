@@ -280,12 +280,20 @@ impl<'a> Reader<'a> {
             .into_iter()
             .map(|d| d as usize)
             .collect();
-        let count: usize = dims.iter().product();
+        let Some(count) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+            return fail(dims_el.data_start, format!("dimensions {dims:?} overflow"));
+        };
         let name_el = self.element(dims_el.next)?;
         let name = String::from_utf8_lossy(self.data(&name_el)).into_owned();
         let mut pos = name_el.next;
+        // Every nested element takes at least 8 bytes: a count beyond that is corrupt, and must
+        // not reach an allocation.
+        let room = end.saturating_sub(pos) / 8;
         let value = match class {
             MX_CELL => {
+                if count > room {
+                    return fail(start, format!("{count} cells cannot fit in {len} bytes"));
+                }
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
                     let (item, next) = self.sub_matrix(pos, end)?;
@@ -310,6 +318,9 @@ impl<'a> Reader<'a> {
                     })
                     .collect();
                 pos = names_el.next;
+                if count.saturating_mul(fields.len()) > room {
+                    return fail(start, format!("{count} structs cannot fit in {len} bytes"));
+                }
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
                     let mut values = Vec::with_capacity(fields.len());
@@ -464,6 +475,17 @@ mod tests {
         let bytes = mat_file(&[("annotations", annotations(), false)]);
         let err = read_variables(&bytes[..bytes.len() - 20]).unwrap_err();
         assert!(err.offset >= 128, "{err:?}");
+        // A struct claiming 2^40 elements: an error, not an allocation failure.
+        let mut huge = mat_file(&[("annotations", annotations(), false)]);
+        let dims_at = 128 + 8 + 16 + 8;
+        assert_eq!(&huge[dims_at..dims_at + 8], &[1, 0, 0, 0, 2, 0, 0, 0]);
+        huge[dims_at..dims_at + 8].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+        assert!(
+            read_variables(&huge)
+                .unwrap_err()
+                .reason
+                .contains("cannot fit")
+        );
         let mut corrupt = mat_file(&[("annotations", annotations(), true)]);
         let n = corrupt.len();
         corrupt[n - 10..].fill(0xAB);

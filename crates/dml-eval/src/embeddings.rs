@@ -23,7 +23,7 @@ impl Embeddings {
         if dim == 0 {
             return Err(Error::ZeroDimension);
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(Error::RaggedData {
                 len: data.len(),
                 dim,
@@ -151,9 +151,29 @@ mod tests {
     #[test]
     fn non_finite_value_names_its_row_and_column() {
         let err = Embeddings::new(vec![1.0, 2.0, 3.0, f32::NAN], 2).unwrap_err();
-        assert!(matches!(err, Error::NonFinite { row: 1, column: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::NonFinite {
+                    row: 1,
+                    column: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = Embeddings::from_f64(&[0.0, 1e300], 1).unwrap_err();
-        assert!(matches!(err, Error::NonFinite { row: 1, column: 0, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::NonFinite {
+                    row: 1,
+                    column: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -162,7 +182,10 @@ mod tests {
             Embeddings::new(vec![1.0; 5], 2),
             Err(Error::RaggedData { len: 5, dim: 2 })
         ));
-        assert!(matches!(Embeddings::new(vec![], 0), Err(Error::ZeroDimension)));
+        assert!(matches!(
+            Embeddings::new(vec![], 0),
+            Err(Error::ZeroDimension)
+        ));
         assert!(matches!(
             Embeddings::from_rows(&[vec![1.0f32, 2.0], vec![3.0]]),
             Err(Error::LengthMismatch { .. })

@@ -102,7 +102,12 @@ pub fn episode_accuracy(
     }
     let eligible: Vec<Vec<&Vec<usize>>> = by_group
         .values()
-        .map(|classes| classes.values().filter(|items| items.len() >= needed).collect())
+        .map(|classes| {
+            classes
+                .values()
+                .filter(|items| items.len() >= needed)
+                .collect()
+        })
         .filter(|classes: &Vec<&Vec<usize>>| classes.len() >= config.ways)
         .collect();
     if eligible.is_empty() {
@@ -195,7 +200,9 @@ fn validate(
 fn key(distance: Distance, a: &[f32], b: &[f32]) -> f32 {
     match distance {
         Distance::SquaredEuclidean => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
-        Distance::InnerProduct | Distance::Cosine => -a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>(),
+        Distance::InnerProduct | Distance::Cosine => {
+            -a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+        }
     }
 }
 
@@ -203,7 +210,11 @@ fn key(distance: Distance, a: &[f32], b: &[f32]) -> f32 {
 fn argmin(keys: impl Iterator<Item = f32>) -> usize {
     keys.enumerate()
         .fold((usize::MAX, f32::INFINITY), |(bi, bk), (i, k)| {
-            if bi == usize::MAX || k < bk { (i, k) } else { (bi, bk) }
+            if bi == usize::MAX || k < bk {
+                (i, k)
+            } else {
+                (bi, bk)
+            }
         })
         .0
 }

@@ -96,8 +96,8 @@ pub enum Error {
         /// The valid names, comma separated.
         valid: String,
     },
-    /// A file could not be opened or read.
-    #[error("cannot read {}: {source}", path.display())]
+    /// A file could not be opened or read (the cause is the `source`).
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -130,8 +130,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// An error about the contents of a file (a non-finite row, a ragged shape).
-    #[error("{}: {source}", path.display())]
+    /// An error about the contents of a file (a non-finite row, a ragged shape); the message
+    /// is the file, the cause is the `source` (print the chain, as `anyhow`'s `{:#}` does).
+    #[error("{}", path.display())]
     WithPath {
         /// The file.
         path: PathBuf,

@@ -282,7 +282,10 @@ mod tests {
             assert_eq!(m.key().parse::<Metric>().unwrap(), m);
         }
         let err = Metric::parse_list("map,foo").unwrap_err().to_string();
-        assert!(err.contains("`foo`") && err.contains("recall_at_k, precision_at_1"), "{err}");
+        assert!(
+            err.contains("`foo`") && err.contains("recall_at_k, precision_at_1"),
+            "{err}"
+        );
         assert!(Metric::parse_list(" , ").is_err());
     }
 

@@ -276,6 +276,17 @@ mod tests {
     use super::*;
     use npyz::WriterBuilder;
 
+    /// The error and its causes, as the CLI prints them.
+    fn chain(err: Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
+        text
+    }
+
     fn write_npy<T: npyz::AutoSerialize + Copy>(
         path: &Path,
         shape: &[u64],
@@ -303,7 +314,12 @@ mod tests {
         assert_eq!(e.row(1), &[4.0, 5.0, 6.0]);
         // the same matrix stored column by column, as float64
         let f = dir.path().join("f.npy");
-        write_npy(&f, &[2, 3], Order::Fortran, &[1.0f64, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        write_npy(
+            &f,
+            &[2, 3],
+            Order::Fortran,
+            &[1.0f64, 4.0, 2.0, 5.0, 3.0, 6.0],
+        );
         assert_eq!(read_embeddings(&f, None).unwrap(), e);
     }
 
@@ -311,20 +327,23 @@ mod tests {
     fn npy_problems_name_the_file_and_row() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("nan.npy");
-        write_npy(&p, &[3, 2], Order::C, &[0.0f64, 1.0, 2.0, 3.0, f64::INFINITY, 5.0]);
-        let msg = read_embeddings(&p, None).unwrap_err().to_string();
+        write_npy(
+            &p,
+            &[3, 2],
+            Order::C,
+            &[0.0f64, 1.0, 2.0, 3.0, f64::INFINITY, 5.0],
+        );
+        let msg = chain(read_embeddings(&p, None).unwrap_err());
         assert!(msg.contains("nan.npy") && msg.contains("row 2"), "{msg}");
         let p = dir.path().join("flat.npy");
         write_npy(&p, &[4], Order::C, &[0.0f32; 4]);
-        let msg = read_embeddings(&p, None).unwrap_err().to_string();
+        let msg = chain(read_embeddings(&p, None).unwrap_err());
         assert!(msg.contains("2-D"), "{msg}");
         let p = dir.path().join("ints.npy");
         write_npy(&p, &[2, 2], Order::C, &[1i32, 2, 3, 4]);
-        let msg = read_embeddings(&p, None).unwrap_err().to_string();
+        let msg = chain(read_embeddings(&p, None).unwrap_err());
         assert!(msg.contains("float32 or float64"), "{msg}");
-        let msg = read_embeddings(&dir.path().join("missing.npy"), None)
-            .unwrap_err()
-            .to_string();
+        let msg = chain(read_embeddings(&dir.path().join("missing.npy"), None).unwrap_err());
         assert!(msg.contains("missing.npy"), "{msg}");
         let p = dir.path().join("junk.npy");
         std::fs::write(&p, b"not numpy").unwrap();
@@ -341,7 +360,7 @@ mod tests {
         let l = read_labels(&p).unwrap();
         assert_eq!((l.ids(), l.names()[0].as_str()), (&[0, 1, 0][..], "-1"));
         write_npy(&p, &[2], Order::C, &[1.0f32, 2.0]);
-        assert!(read_labels(&p).unwrap_err().to_string().contains("integer"));
+        assert!(chain(read_labels(&p).unwrap_err()).contains("integer"));
         let t = dir.path().join("l.txt");
         std::fs::write(&t, "dog\ncat\r\n dog \n").unwrap();
         let l = read_labels(&t).unwrap();
@@ -363,7 +382,10 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let b: Vec<u8> = [0.5f64, f64::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = [0.5f64, f64::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let one = [("emb", TensorView::new(Dtype::F32, vec![2, 2], &a).unwrap())];
         safetensors::serialize_to_file(one, &None, &p).unwrap();
         assert_eq!(read_embeddings(&p, None).unwrap().row(1), &[3.0, 4.0]);
@@ -372,12 +394,15 @@ mod tests {
             ("bad", TensorView::new(Dtype::F64, vec![2, 1], &b).unwrap()),
         ];
         safetensors::serialize_to_file(two, &None, &p).unwrap();
-        let msg = read_embeddings(&p, None).unwrap_err().to_string();
-        assert!(msg.contains("2 tensors") && msg.contains("bad, emb"), "{msg}");
+        let msg = chain(read_embeddings(&p, None).unwrap_err());
+        assert!(
+            msg.contains("2 tensors") && msg.contains("bad, emb"),
+            "{msg}"
+        );
         assert_eq!(read_embeddings(&p, Some("emb")).unwrap().rows(), 2);
-        let msg = read_embeddings(&p, Some("bad")).unwrap_err().to_string();
+        let msg = chain(read_embeddings(&p, Some("bad")).unwrap_err());
         assert!(msg.contains("row 1"), "{msg}");
-        let msg = read_embeddings(&p, Some("nope")).unwrap_err().to_string();
+        let msg = chain(read_embeddings(&p, Some("nope")).unwrap_err());
         assert!(msg.contains("no tensor `nope`"), "{msg}");
     }
 }

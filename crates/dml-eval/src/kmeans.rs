@@ -176,9 +176,13 @@ fn validate(points: &Embeddings, config: &KMeansConfig) -> Result<()> {
         ));
     }
     if config.restarts == 0 {
-        return Err(invalid("restarts", "0".into(), "at least one run is needed"));
+        return Err(invalid(
+            "restarts",
+            "0".into(),
+            "at least one run is needed",
+        ));
     }
-    if !(config.tolerance >= 0.0) {
+    if config.tolerance.is_nan() || config.tolerance < 0.0 {
         return Err(invalid(
             "tolerance",
             config.tolerance.to_string(),
@@ -349,7 +353,10 @@ impl Run {
         let mut counts = vec![0usize; k];
         for (i, &c) in self.nearest.iter().enumerate() {
             counts[c as usize] += 1;
-            for (s, &v) in sums[c as usize * dim..][..dim].iter_mut().zip(points.row(i)) {
+            for (s, &v) in sums[c as usize * dim..][..dim]
+                .iter_mut()
+                .zip(points.row(i))
+            {
                 *s += f64::from(v);
             }
         }
@@ -406,7 +413,11 @@ mod tests {
         for c in 0..clusters {
             for p in 0..per {
                 for d in 0..dim {
-                    let centre = if d == c % dim { 100.0 * (1 + c / dim) as f32 } else { 0.0 };
+                    let centre = if d == c % dim {
+                        100.0 * (1 + c / dim) as f32
+                    } else {
+                        0.0
+                    };
                     data.push(centre + ((c * 31 + p * 7 + d * 3) % 11) as f32 / 10.0);
                 }
                 labels.push(c as u32);

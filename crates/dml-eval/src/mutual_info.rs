@@ -176,7 +176,11 @@ fn dense(ids: &[u32]) -> Vec<usize> {
 
 /// sklearn's `entropy` of a labelling given its class counts (natural log).
 fn entropy(counts: &[u64]) -> f64 {
-    let counts: Vec<f64> = counts.iter().filter(|&&c| c > 0).map(|&c| c as f64).collect();
+    let counts: Vec<f64> = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| c as f64)
+        .collect();
     if counts.len() <= 1 {
         return 0.0;
     }
@@ -209,7 +213,11 @@ mod tests {
         let count = |f: &dyn Fn(usize) -> bool| (0..classes.len()).filter(|&i| f(i)).count();
         let a: Vec<usize> = uc.iter().map(|&c| count(&|i| classes[i] == c)).collect();
         let b: Vec<usize> = uk.iter().map(|&k| count(&|i| clusters[i] == k)).collect();
-        let h = |s: &[usize]| -s.iter().map(|&x| x as f64 / n * (x as f64 / n).ln()).sum::<f64>();
+        let h = |s: &[usize]| {
+            -s.iter()
+                .map(|&x| x as f64 / n * (x as f64 / n).ln())
+                .sum::<f64>()
+        };
         let mut mi = 0.0;
         for (i, &c) in uc.iter().enumerate() {
             for (j, &k) in uk.iter().enumerate() {

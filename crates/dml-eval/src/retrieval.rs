@@ -96,11 +96,19 @@ pub fn retrieval_metrics(
         Some(g) => QueryMode::Gallery(g.embeddings),
     };
     let prepared = Prepared::new(query, mode, distance)?;
-    check_len("labels for the query embeddings", query.rows(), query_labels.len())?;
+    check_len(
+        "labels for the query embeddings",
+        query.rows(),
+        query_labels.len(),
+    )?;
     let reference_labels = match gallery {
         None => query_labels,
         Some(g) => {
-            check_len("labels for the reference embeddings", g.embeddings.rows(), g.labels.len())?;
+            check_len(
+                "labels for the reference embeddings",
+                g.embeddings.rows(),
+                g.labels.len(),
+            )?;
             g.labels
         }
     };
@@ -131,8 +139,7 @@ pub fn retrieval_metrics(
     while start < n {
         let mut end = start;
         let mut pairs = 0;
-        while end < n && (end == start || pairs + relevant_count(end) <= RELEVANT_PAIRS_PER_PASS)
-        {
+        while end < n && (end == start || pairs + relevant_count(end) <= RELEVANT_PAIRS_PER_PASS) {
             pairs += relevant_count(end);
             end += 1;
         }
@@ -209,8 +216,10 @@ fn relevant_keys(
             let mut out = Vec::with_capacity(queries.len());
             let mut scores = Vec::new();
             for qs in queries.chunks(chunk) {
-                let query_rows: Vec<f32> =
-                    qs.iter().flat_map(|&q| query.row(q).iter().copied()).collect();
+                let query_rows: Vec<f32> = qs
+                    .iter()
+                    .flat_map(|&q| query.row(q).iter().copied())
+                    .collect();
                 scores.resize(qs.len() * items.len(), 0.0);
                 matmul(
                     &query_rows,
@@ -391,8 +400,7 @@ mod tests {
         // positions 0, 1, 2, 10, 11 with labels a a b b a
         let e = line(&[0.0, 1.0, 2.0, 10.0, 11.0]);
         let labels = [0, 0, 1, 1, 0];
-        let m = retrieval_metrics(&e, &labels, None, Distance::SquaredEuclidean, &[1, 2])
-            .unwrap();
+        let m = retrieval_metrics(&e, &labels, None, Distance::SquaredEuclidean, &[1, 2]).unwrap();
         // query 0: ranking 1(a) 2(b) 10(b) 11(a): R=2, relevant ranks 1, 4
         // query 1: ranking 0(a) 2(b) 10(b) 11(a) (0 and 2 tie at distance 1: lower index
         //          first): ranks 1, 4
@@ -443,8 +451,7 @@ mod tests {
     #[test]
     fn one_class_only_is_perfect() {
         let e = line(&[0.0, 3.0, 1.0, 7.0]);
-        let m =
-            retrieval_metrics(&e, &[4, 4, 4, 4], None, Distance::Cosine, &[1, 3]).unwrap();
+        let m = retrieval_metrics(&e, &[4, 4, 4, 4], None, Distance::Cosine, &[1, 3]).unwrap();
         assert_eq!(m.recall_at_k, vec![(1, 1.0), (3, 1.0)]);
         assert_eq!((m.r_precision, m.map_at_r, m.map), (1.0, 1.0, 1.0));
     }
@@ -476,10 +483,10 @@ mod tests {
             .collect();
         let e = Embeddings::new(points, 2).unwrap();
         let labels: Vec<u32> = (0..n as u32).map(|i| i % 7).collect();
-        let whole = retrieval_metrics(&e, &labels, None, Distance::SquaredEuclidean, &[1, 5])
-            .unwrap();
-        let prepared = Prepared::new(&e, QueryMode::LeaveOneOut, Distance::SquaredEuclidean)
-            .unwrap();
+        let whole =
+            retrieval_metrics(&e, &labels, None, Distance::SquaredEuclidean, &[1, 5]).unwrap();
+        let prepared =
+            Prepared::new(&e, QueryMode::LeaveOneOut, Distance::SquaredEuclidean).unwrap();
         let offsets = prepared.offsets(prepared.reference());
         let members = members_by_label(&labels);
         let mut totals = Totals::new(&[1, 5]);

@@ -3,9 +3,7 @@
 //! Coordinates are small integers, so every f32 key is exact and ties are common: the engine
 //! must then agree with a brute-force sort that breaks ties by the lower index.
 
-use dml_eval::{
-    Distance, Embeddings, Gallery, QueryMode, knn, mutual_info, retrieval_metrics,
-};
+use dml_eval::{Distance, Embeddings, Gallery, QueryMode, knn, mutual_info, retrieval_metrics};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
@@ -57,7 +55,10 @@ fn oracle(
     let mut sums = [0.0; 5];
     let mut non_lone = 0.0;
     for i in 0..q.rows() {
-        let rel: Vec<bool> = ranking(q, r, loo, i).iter().map(|&j| rl[j] == ql[i]).collect();
+        let rel: Vec<bool> = ranking(q, r, loo, i)
+            .iter()
+            .map(|&j| rl[j] == ql[i])
+            .collect();
         let big_r = rel.iter().filter(|&&x| x).count();
         for (h, &k) in hits.iter_mut().zip(ks) {
             *h += f64::from(u8::from(rel[..k].iter().any(|&x| x)));
@@ -86,7 +87,13 @@ fn oracle(
     let n = q.rows() as f64;
     (
         hits.iter().map(|h| h / n).collect(),
-        sums.map(|s| if non_lone == 0.0 { f64::NAN } else { s / non_lone }),
+        sums.map(|s| {
+            if non_lone == 0.0 {
+                f64::NAN
+            } else {
+                s / non_lone
+            }
+        }),
     )
 }
 

@@ -10,3 +10,254 @@ pub fn fixture(name: &str) -> String {
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+use dml_losses::loss::{
+    AngularLoss, AngularMcLoss, ContrastiveLoss, GeneralizedLiftedStructureLoss,
+    LiftedStructureLoss, MultiSimilarityLoss, NPairAngularLoss, NPairsLoss, TripletMarginLoss,
+};
+use dml_losses::miner::{
+    BatchHardMiner, MultiSimilarityMiner, SemiHardMiner, TripletMarginMiner, TripletType,
+};
+use dml_losses::{Distance, LpPower, LpRegularizer, MetricLoss, Reducer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How a loss behaves under the property tests.
+pub struct Case {
+    /// A readable name for failure messages.
+    pub name: &'static str,
+    /// The loss.
+    pub loss: MetricLoss,
+    /// Unchanged when rows (with their labels) are permuted (false for N-pair losses, which
+    /// take each class's first pair).
+    pub permutation_invariant: bool,
+    /// Unchanged when every embedding is scaled by a positive factor.
+    pub scale_invariant: bool,
+}
+
+fn case(
+    name: &'static str,
+    loss: MetricLoss,
+    permutation_invariant: bool,
+    scale_invariant: bool,
+) -> Case {
+    Case {
+        name,
+        loss,
+        permutation_invariant,
+        scale_invariant,
+    }
+}
+
+/// Every loss (with representative settings and miners) that the gradient and property tests
+/// cover. Add new losses here.
+pub fn cases() -> Vec<Case> {
+    let lp = Distance::PML_LP_DEFAULT;
+    let raw = Distance::Lp {
+        power: LpPower::One,
+        normalize: false,
+    };
+    let sq_raw = Distance::Lp {
+        power: LpPower::Two,
+        normalize: false,
+    };
+    let ml = |k: dml_losses::LossKind, r| MetricLoss::new(k, r).unwrap();
+    let triplet = |m| TripletMarginLoss::new(lp, m).unwrap();
+    vec![
+        case(
+            "contrastive",
+            ml(
+                ContrastiveLoss::new(lp, 0.0, 1.0).unwrap().into(),
+                Reducer::AvgNonZero,
+            ),
+            true,
+            true,
+        ),
+        case(
+            "contrastive cosine",
+            ml(
+                ContrastiveLoss::new(Distance::Cosine, 1.0, 0.0)
+                    .unwrap()
+                    .into(),
+                Reducer::AvgNonZero,
+            ),
+            true,
+            true,
+        ),
+        case(
+            "contrastive squared raw + L2 reg",
+            ml(
+                ContrastiveLoss::new(sq_raw, 0.1, 2.0).unwrap().into(),
+                Reducer::Mean,
+            )
+            .with_embedding_regularizer(LpRegularizer::new(2.0, 2.0, 0.01).unwrap()),
+            true,
+            false,
+        ),
+        case(
+            "triplet all",
+            ml(triplet(0.3).into(), Reducer::AvgNonZero),
+            true,
+            true,
+        ),
+        case(
+            "triplet all mean",
+            ml(triplet(0.3).into(), Reducer::Mean),
+            true,
+            true,
+        ),
+        case(
+            "triplet raw threshold",
+            ml(
+                TripletMarginLoss::new(raw, 1.0).unwrap().into(),
+                Reducer::Threshold(
+                    dml_losses::reducer::ThresholdBounds::new(Some(0.1), Some(0.9)).unwrap(),
+                ),
+            ),
+            true,
+            false,
+        ),
+        case(
+            "triplet smooth",
+            ml(triplet(0.2).with_smooth_loss(true).into(), Reducer::Mean),
+            true,
+            true,
+        ),
+        case(
+            "triplet swap",
+            ml(triplet(0.2).with_swap(true).into(), Reducer::AvgNonZero),
+            true,
+            true,
+        ),
+        case(
+            "triplet + semihard miner (fused)",
+            ml(triplet(0.2).into(), Reducer::AvgNonZero)
+                .with_miner(TripletMarginMiner::new(lp, 0.2, TripletType::SemiHard).unwrap()),
+            true,
+            true,
+        ),
+        case(
+            "triplet + hard miner (fused)",
+            ml(triplet(0.2).into(), Reducer::AvgNonZero)
+                .with_miner(TripletMarginMiner::new(lp, 0.2, TripletType::Hard).unwrap()),
+            true,
+            true,
+        ),
+        case(
+            "triplet + batch hard",
+            ml(triplet(0.2).into(), Reducer::AvgNonZero).with_miner(BatchHardMiner::new(lp)),
+            true,
+            true,
+        ),
+        case(
+            "triplet + TF semi-hard",
+            ml(triplet(0.2).into(), Reducer::AvgNonZero).with_miner(SemiHardMiner::new(lp)),
+            true,
+            true,
+        ),
+        case(
+            "n-pairs",
+            ml(
+                NPairsLoss::new(Distance::DotProduct { normalize: true }).into(),
+                Reducer::Mean,
+            ),
+            false,
+            true,
+        ),
+        case(
+            "n-pairs raw dot",
+            ml(
+                NPairsLoss::new(Distance::DotProduct { normalize: false }).into(),
+                Reducer::Mean,
+            ),
+            false,
+            false,
+        ),
+        case(
+            "angular",
+            ml(AngularLoss::new(40.0).unwrap().into(), Reducer::Mean),
+            true,
+            false,
+        ),
+        case(
+            "n-pair-angular",
+            ml(
+                NPairAngularLoss::new(45.0, 2.0, true).unwrap().into(),
+                Reducer::Mean,
+            ),
+            false,
+            true,
+        ),
+        case(
+            "angular-mc",
+            ml(
+                AngularMcLoss::new(45.0, true).unwrap().into(),
+                Reducer::Mean,
+            ),
+            false,
+            true,
+        ),
+        case(
+            "multi-similarity",
+            ml(
+                MultiSimilarityLoss::new(Distance::Cosine, 2.0, 50.0, 0.5)
+                    .unwrap()
+                    .into(),
+                Reducer::Mean,
+            ),
+            true,
+            true,
+        ),
+        case(
+            "multi-similarity + miner (fused)",
+            ml(
+                MultiSimilarityLoss::new(Distance::Cosine, 2.0, 40.0, 0.5)
+                    .unwrap()
+                    .into(),
+                Reducer::Mean,
+            )
+            .with_miner(MultiSimilarityMiner::new(Distance::Cosine, 0.1).unwrap()),
+            true,
+            true,
+        ),
+        case(
+            "multi-similarity raw Lp",
+            ml(
+                MultiSimilarityLoss::new(raw, 2.0, 10.0, 1.0)
+                    .unwrap()
+                    .into(),
+                Reducer::Mean,
+            ),
+            true,
+            false,
+        ),
+        case(
+            "lifted",
+            ml(
+                LiftedStructureLoss::new(lp, 1.0, 0.0).unwrap().into(),
+                Reducer::Mean,
+            ),
+            true,
+            true,
+        ),
+        case(
+            "generalized lifted",
+            ml(
+                GeneralizedLiftedStructureLoss::new(lp, 1.0, 0.0)
+                    .unwrap()
+                    .into(),
+                Reducer::Mean,
+            ),
+            true,
+            true,
+        ),
+    ]
+}
+
+/// Seeded uniform embeddings in [-1, 1).
+pub fn uniform(n: usize, d: usize, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * d)
+        .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+        .collect()
+}

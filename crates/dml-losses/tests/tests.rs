@@ -2,4 +2,5 @@
 
 mod adapter;
 mod common;
+mod gradient_check;
 mod pml_equivalence;

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use dml_models::{Backbone, EmbeddingNetConfig, HeadKind};
 

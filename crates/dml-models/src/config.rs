@@ -202,22 +202,24 @@ impl EmbeddingNetConfig {
         height: usize,
         width: usize,
     ) -> Result<(), Error> {
-        let shape = [0, channels, height, width];
+        let error = |reason| Error::ImageShape {
+            channels,
+            height,
+            width,
+            reason,
+        };
         if channels != self.in_channels {
-            return Err(Error::InputShape {
-                shape,
-                reason: format!("the network expects {}-channel images", self.in_channels),
-            });
+            return Err(error(format!(
+                "the network expects {}-channel images",
+                self.in_channels
+            )));
         }
         let min = self.backbone.min_image_side();
         if height < min || width < min {
-            return Err(Error::InputShape {
-                shape,
-                reason: format!(
-                    "the {} backbone needs images of at least {min}x{min} px",
-                    self.backbone
-                ),
-            });
+            return Err(error(format!(
+                "the {} backbone needs images of at least {min}x{min} px",
+                self.backbone
+            )));
         }
         Ok(())
     }
@@ -353,7 +355,8 @@ mod tests {
             assert_eq!(cfg.validate(), Err(ConfigError::ZeroSize { field }));
             let err = cfg.init_seeded(0, &device).unwrap_err();
             assert!(matches!(err, Error::Config(ConfigError::ZeroSize { field: f }) if f == field));
-            assert!(err.to_string().contains(field), "{err}");
+            let cause = std::error::Error::source(&err).unwrap().to_string();
+            assert!(cause.contains(field), "{cause}");
         }
     }
 

@@ -7,15 +7,19 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The model configuration is invalid.
-    #[error("invalid model config: {0}")]
+    /// The model configuration is invalid (the cause says how).
+    #[error("invalid model config")]
     Config(#[from] ConfigError),
-    /// An input batch does not fit the network.
-    #[error("input batch of shape {shape:?} does not fit the network: {reason}")]
-    InputShape {
-        /// The batch shape `[b, c, h, w]` that was given.
-        shape: [usize; 4],
-        /// What is wrong with it.
+    /// Images of this shape do not fit the network.
+    #[error("images of {channels}x{height}x{width} do not fit the network: {reason}")]
+    ImageShape {
+        /// Channels of the images.
+        channels: usize,
+        /// Height of the images, in pixels.
+        height: usize,
+        /// Width of the images, in pixels.
+        width: usize,
+        /// What is wrong with them.
         reason: String,
     },
     /// A weight file's extension names no format this crate reads or writes.
@@ -24,8 +28,8 @@ pub enum Error {
         /// The weight file.
         path: PathBuf,
     },
-    /// A weight file could not be read or parsed.
-    #[error("{path}: cannot read weights: {source}")]
+    /// A weight file could not be read or parsed (the cause says why).
+    #[error("{path}: cannot read weights")]
     ReadWeights {
         /// The weight file.
         path: PathBuf,
@@ -33,8 +37,8 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// A weight file could not be written.
-    #[error("{path}: cannot write weights: {source}")]
+    /// A weight file could not be written (the cause says why).
+    #[error("{path}: cannot write weights")]
     WriteWeights {
         /// The weight file.
         path: PathBuf,

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use npyz::WriterBuilder;
+
 use crate::atomic;
 use crate::error::Error;
 use crate::task::Embeddings;
@@ -22,7 +24,10 @@ pub struct ExportPaths {
 impl ExportPaths {
     /// `E.npy` gives `E.labels.txt` and `E.paths.txt` in the same folder.
     pub fn new(npy: &Path) -> Self {
-        let stem = npy.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = npy
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         ExportPaths {
             embeddings: npy.to_owned(),
             labels: npy.with_file_name(format!("{stem}.labels.txt")),
@@ -48,7 +53,9 @@ pub fn write_embeddings(
         .writer(&mut bytes)
         .begin_nd()
         .map_err(io)?;
-    writer.extend(embeddings.values.iter().copied()).map_err(io)?;
+    writer
+        .extend(embeddings.values.iter().copied())
+        .map_err(io)?;
     writer.finish().map_err(io)?;
     atomic::write_file(&files.embeddings, &bytes)?;
     atomic::write_file(&files.labels, lines(class_names).as_bytes())?;
@@ -89,6 +96,9 @@ mod tests {
         assert_eq!(array.into_vec::<f32>().unwrap(), embeddings.values);
         let labels = std::fs::read_to_string(&files.labels).unwrap();
         assert_eq!(labels, "cat\ntwo lines\n");
-        assert_eq!(std::fs::read_to_string(&files.paths).unwrap(), "a.png\nb.png\n");
+        assert_eq!(
+            std::fs::read_to_string(&files.paths).unwrap(),
+            "a.png\nb.png\n"
+        );
     }
 }

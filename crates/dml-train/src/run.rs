@@ -102,7 +102,13 @@ pub fn train(
     let model = build_model(config, device, !resume)?;
     let classes = assembled.data.train.dataset().class_names().len();
     let loss_seed = derive_seed(config.seed, SeedStream::ModelInit, 1);
-    let loss = build_loss(&config.loss, classes, config.model.embedding_dim, loss_seed, device)?;
+    let loss = build_loss(
+        &config.loss,
+        classes,
+        config.model.embedding_dim,
+        loss_seed,
+        device,
+    )?;
     let mut trainer = Trainer::new(config, device.clone(), &assembled.data.train);
     if let (Some(data), Some(evaluator)) = (&assembled.data.test, &assembled.evaluator) {
         trainer = trainer.with_eval(EvalSet { data, evaluator });
@@ -117,7 +123,10 @@ pub fn train(
 }
 
 /// The network of a checkpoint, on `device`.
-pub fn model_from_checkpoint(checkpoint: &Checkpoint, device: &Device) -> Result<EmbeddingNet, Error> {
+pub fn model_from_checkpoint(
+    checkpoint: &Checkpoint,
+    device: &Device,
+) -> Result<EmbeddingNet, Error> {
     let net = build_model(&checkpoint.config, device, false)?;
     checkpoint.load_model(net)
 }
@@ -134,8 +143,13 @@ pub struct EmbeddedSplit {
 }
 
 /// Embeds every image of `split` with `model` (in inference mode) on `device`.
-pub fn embed_split(model: &EmbeddingNet, split: &HeldOut, device: &Device) -> Result<EmbeddedSplit, Error> {
-    let embeddings = embed_source(model, split, device).map_err(|source| Error::Embed { source })?;
+pub fn embed_split(
+    model: &EmbeddingNet,
+    split: &HeldOut,
+    device: &Device,
+) -> Result<EmbeddedSplit, Error> {
+    let embeddings =
+        embed_source(model, split, device).map_err(|source| Error::Embed { source })?;
     let described: BTreeMap<usize, (String, String)> = split
         .items()
         .map(|(dataset, i, index)| {

@@ -536,11 +536,14 @@ impl<'a> Trainer<'a> {
         observer: &mut dyn Observer,
     ) -> Result<Flow, Error> {
         run.state.log_bytes = run.log.flush()?;
+        // `valid()` folds batch-norm running averages still pending in burn's per-thread
+        // buffers into their values (a record of the training module would miss the last
+        // update); folding now or at the next forward gives the same numbers.
         let encoded = EncodedCheckpoint::encode(
             self.config,
             &run.state,
-            task.model.clone(),
-            task.loss.clone(),
+            task.model.valid(),
+            task.loss.valid(),
             &run.optimizer,
             run.schedule.to_record(),
         )?;

@@ -8,9 +8,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use dml_eval::{
-    Distance, Embeddings, EvalConfig, KMeansConfig, Metric, QueryMode, evaluate, knn,
-};
+use dml_eval::{Distance, Embeddings, EvalConfig, KMeansConfig, Metric, QueryMode, evaluate, knn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -18,7 +16,12 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Problem sizes as ITEMSxCLASSES, comma separated.
-    #[arg(long, value_name = "NxC,..", value_delimiter = ',', default_value = "10000x100,60000x12000")]
+    #[arg(
+        long,
+        value_name = "NxC,..",
+        value_delimiter = ',',
+        default_value = "10000x100,60000x12000"
+    )]
     sizes: Vec<String>,
     /// Embedding dimension.
     #[arg(long, value_name = "NUM", default_value_t = 512)]
@@ -45,9 +48,14 @@ fn parse_size(s: &str) -> anyhow::Result<Size> {
     let (n, c) = s
         .split_once('x')
         .with_context(|| format!("--sizes: `{s}` is not ITEMSxCLASSES (e.g. 10000x100)"))?;
-    let items: usize = n.trim().parse().with_context(|| format!("--sizes: `{n}` is not a count"))?;
-    let classes: usize =
-        c.trim().parse().with_context(|| format!("--sizes: `{c}` is not a count"))?;
+    let items: usize = n
+        .trim()
+        .parse()
+        .with_context(|| format!("--sizes: `{n}` is not a count"))?;
+    let classes: usize = c
+        .trim()
+        .parse()
+        .with_context(|| format!("--sizes: `{c}` is not a count"))?;
     if classes == 0 || items < 2 * classes {
         bail!("--sizes: {s} needs at least one class and two items per class");
     }
@@ -56,11 +64,15 @@ fn parse_size(s: &str) -> anyhow::Result<Size> {
 
 /// Runs `dml bench eval`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let sizes = args.sizes.iter().map(|s| parse_size(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let sizes = args
+        .sizes
+        .iter()
+        .map(|s| parse_size(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if args.dim == 0 || args.repeats == 0 {
         bail!("--dim and --repeats must be at least 1");
     }
-    if !(args.noise >= 0.0) {
+    if args.noise.is_nan() || args.noise < 0.0 {
         bail!("--noise must be >= 0");
     }
     println!(
@@ -82,13 +94,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let n = size.items as f64;
         let search = median(args.repeats, || {
             let t = Instant::now();
-            knn(&data.0, QueryMode::LeaveOneOut, Distance::SquaredEuclidean, 8)
-                .map(|_| t.elapsed().as_secs_f64())
+            knn(
+                &data.0,
+                QueryMode::LeaveOneOut,
+                Distance::SquaredEuclidean,
+                8,
+            )
+            .map(|_| t.elapsed().as_secs_f64())
         })?;
         // Full-matrix equivalent (what faiss performs): 2 N^2 D. dml computes half of it.
         let gflops = 2.0 * n * n * args.dim as f64 / search / 1e9;
-        let retrieval = only(&data, vec![Metric::RecallAtK, Metric::PrecisionAt1,
-            Metric::RPrecision, Metric::MapAtR, Metric::Map, Metric::Mrr], args.seed);
+        let retrieval = only(
+            &data,
+            vec![
+                Metric::RecallAtK,
+                Metric::PrecisionAt1,
+                Metric::RPrecision,
+                Metric::MapAtR,
+                Metric::Map,
+                Metric::Mrr,
+            ],
+            args.seed,
+        );
         let knn_metrics = median(args.repeats, || retrieval().map(|e| stage(&e, "retrieval")))?;
         let clustering = only(&data, vec![Metric::Nmi, Metric::Ami], args.seed);
         let mut plan = String::new();
@@ -105,7 +132,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let total = median(args.repeats, || {
             let t = Instant::now();
             everything().map(|e| {
-                let r = e.retrieval.as_ref().expect("retrieval metrics were asked for");
+                let r = e
+                    .retrieval
+                    .as_ref()
+                    .expect("retrieval metrics were asked for");
                 let nmi = e.mutual_info.map_or(f64::NAN, |m| m.nmi);
                 sanity = (r.recall_at_k[0].1, r.map_at_r, nmi);
                 t.elapsed().as_secs_f64()
@@ -147,15 +177,18 @@ fn only(
 }
 
 fn stage(e: &dml_eval::Evaluation, name: &str) -> f64 {
-    e.seconds.iter().filter(|(s, _)| *s == name).map(|(_, t)| t).sum()
+    e.seconds
+        .iter()
+        .filter(|(s, _)| *s == name)
+        .map(|(_, t)| t)
+        .sum()
 }
 
 /// Median of `repeats` runs of `f` (seconds).
-fn median(
-    repeats: usize,
-    mut f: impl FnMut() -> dml_eval::Result<f64>,
-) -> anyhow::Result<f64> {
-    let mut times = (0..repeats).map(|_| f()).collect::<dml_eval::Result<Vec<f64>>>()?;
+fn median(repeats: usize, mut f: impl FnMut() -> dml_eval::Result<f64>) -> anyhow::Result<f64> {
+    let mut times = (0..repeats)
+        .map(|_| f())
+        .collect::<dml_eval::Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
 }
@@ -171,7 +204,10 @@ fn synthetic(size: Size, dim: usize, noise: f64, seed: u64) -> (Embeddings, Vec<
     let mut labels = Vec::with_capacity(size.items);
     for i in 0..size.items {
         let c = i % size.classes;
-        let row: Vec<f64> = centres[c].iter().map(|&m| m + scale * gaussian(&mut rng)).collect();
+        let row: Vec<f64> = centres[c]
+            .iter()
+            .map(|&m| m + scale * gaussian(&mut rng))
+            .collect();
         data.extend(normalized(row).into_iter().map(|v| v as f32));
         labels.push(c as u32);
     }

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use dml_eval::{
-    Distance, EvalConfig, Evaluation, Gallery, KMeansConfig, Metric, evaluate, io,
-};
+use dml_eval::{Distance, EvalConfig, Evaluation, Gallery, KMeansConfig, Metric, evaluate, io};
 use serde_json::{Map, Value, json};
 
 /// Arguments of `dml eval`.
@@ -37,7 +35,12 @@ pub struct Args {
     ///
     /// Each K must be at most the number of reference items a query can
     /// see (one fewer than the set in leave-one-out mode).
-    #[arg(long, value_name = "K,..", value_delimiter = ',', default_value = "1,2,4,8")]
+    #[arg(
+        long,
+        value_name = "K,..",
+        value_delimiter = ',',
+        default_value = "1,2,4,8"
+    )]
     k: Vec<usize>,
     /// Metrics to compute, comma separated (default: all).
     ///
@@ -102,7 +105,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tensor = args.tensor.as_deref();
     let reference = io::read_embeddings(&args.embeddings, tensor)?;
     let reference_labels = io::read_labels(&args.labels)?;
-    check_rows(&args.labels, reference_labels.len(), &args.embeddings, reference.rows())?;
+    check_rows(
+        &args.labels,
+        reference_labels.len(),
+        &args.embeddings,
+        reference.rows(),
+    )?;
     let query = match (&args.query_embeddings, &args.query_labels) {
         (Some(e), Some(l)) => {
             let embeddings = io::read_embeddings(e, tensor)?;
@@ -176,7 +184,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The row-count check between a labels file and its embeddings, naming both files.
-fn check_rows(labels: &Path, n_labels: usize, embeddings: &Path, rows: usize) -> anyhow::Result<()> {
+fn check_rows(
+    labels: &Path,
+    n_labels: usize,
+    embeddings: &Path,
+    rows: usize,
+) -> anyhow::Result<()> {
     if n_labels != rows {
         bail!(
             "{} has {n_labels} labels but {} has {rows} rows",
@@ -220,7 +233,10 @@ impl Report<'_> {
         if !self.evaluation.metrics.contains(&Metric::RecallAtK) {
             return None;
         }
-        self.evaluation.retrieval.as_ref().map(|r| r.recall_at_k.as_slice())
+        self.evaluation
+            .retrieval
+            .as_ref()
+            .map(|r| r.recall_at_k.as_slice())
     }
 
     fn json(&self) -> Value {
@@ -229,7 +245,10 @@ impl Report<'_> {
             "recall_at_k".into(),
             match self.recall() {
                 Some(recall) => Value::Object(
-                    recall.iter().map(|(k, v)| (k.to_string(), json!(v))).collect(),
+                    recall
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), json!(v)))
+                        .collect(),
                 ),
                 None => Value::Null,
             },
@@ -241,7 +260,12 @@ impl Report<'_> {
         out.insert("num_reference".into(), json!(self.evaluation.num_reference));
         out.insert(
             "seconds".into(),
-            Value::Object(self.seconds.iter().map(|(s, t)| (s.to_string(), json!(t))).collect()),
+            Value::Object(
+                self.seconds
+                    .iter()
+                    .map(|(s, t)| (s.to_string(), json!(t)))
+                    .collect(),
+            ),
         );
         Value::Object(out)
     }

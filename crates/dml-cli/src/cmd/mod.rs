@@ -2,6 +2,9 @@
 
 pub mod bench;
 pub mod bench_eval;
+pub mod embed;
 pub mod eval;
 pub mod loss;
 pub mod report;
+pub mod run;
+pub mod train;

@@ -74,10 +74,20 @@ mod tests {
         let cli = Cli::try_parse_from(["report", "r.jsonl", "--out", "o"]).unwrap();
         assert_eq!(cli.args.tsne_points, 2000);
         assert_eq!(cli.args.seed, 0);
-        let cli =
-            Cli::try_parse_from(["report", "r.jsonl", "--out", "o", "--tsne-points", "500", "--seed", "7"])
-                .unwrap();
+        let cli = Cli::try_parse_from([
+            "report",
+            "r.jsonl",
+            "--out",
+            "o",
+            "--tsne-points",
+            "500",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
         assert_eq!((cli.args.tsne_points, cli.args.seed), (500, 7));
-        assert!(Cli::try_parse_from(["report", "r.jsonl", "--out", "o", "--tsne-points", "3"]).is_err());
+        assert!(
+            Cli::try_parse_from(["report", "r.jsonl", "--out", "o", "--tsne-points", "3"]).is_err()
+        );
     }
 }

@@ -249,11 +249,7 @@ pub fn knn(
             scores.push(prepared.score(c.key, norm));
         }
     }
-    Ok(Neighbours {
-        k,
-        indices,
-        scores,
-    })
+    Ok(Neighbours { k, indices, scores })
 }
 
 #[cfg(test)]
@@ -322,7 +318,10 @@ mod tests {
             knn(&e, m, d, 3),
             Err(Error::KTooLarge { k: 3, available: 2 })
         ));
-        assert!(matches!(knn(&e, m, d, 0), Err(Error::InvalidParameter { .. })));
+        assert!(matches!(
+            knn(&e, m, d, 0),
+            Err(Error::InvalidParameter { .. })
+        ));
         let empty = Embeddings::new(vec![], 1).unwrap();
         assert!(matches!(knn(&empty, m, d, 1), Err(Error::Empty { .. })));
         let wide = Embeddings::new(vec![0.0, 1.0], 2).unwrap();

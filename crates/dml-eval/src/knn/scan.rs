@@ -163,7 +163,11 @@ fn merge_row<S: Sink>(
 ) {
     let mut bound = sink.bound();
     for (chunk, (keys, offs)) in row.chunks(LANES).zip(offset.chunks(LANES)).enumerate() {
-        if !keys.iter().zip(offs).fold(false, |any, (&k, &o)| any | (k + o <= bound)) {
+        if !keys
+            .iter()
+            .zip(offs)
+            .fold(false, |any, (&k, &o)| any | (k + o <= bound))
+        {
             continue;
         }
         for (lane, (&k, &o)) in keys.iter().zip(offs).enumerate() {
@@ -251,7 +255,12 @@ mod tests {
             let dot: f32 = (0..dim).map(|d| x[q * dim + d] * x[r * dim + d]).sum();
             s.offset[r] - 2.0 * dot
         };
-        for layout in [Layout::Symmetric, Layout::Separate { self_shift: Some(0) }] {
+        for layout in [
+            Layout::Symmetric,
+            Layout::Separate {
+                self_shift: Some(0),
+            },
+        ] {
             let mut sinks: Vec<Everything> = (0..n).map(|_| Everything(Vec::new())).collect();
             scan(&s, &s, -2.0, layout, &mut sinks);
             for (q, sink) in sinks.iter_mut().enumerate().step_by(97) {

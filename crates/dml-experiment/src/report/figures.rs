@@ -219,18 +219,32 @@ impl Figure for BandChart {
     }
 }
 
-/// One panel of [`PanelLines`]: several mean lines and a horizontal threshold.
-pub(crate) struct LinePanel {
-    pub title: String,
-    pub series: Vec<BandSeries>,
+/// One line of a [`LinePanel`]: one run.
+pub(crate) struct RunLine {
+    /// Colour index (runs of one setting share a colour).
+    pub color: usize,
+    /// Legend text; only the first line of each colour carries one.
+    pub label: Option<String>,
+    /// `(step, value)`, ascending steps.
+    pub points: Vec<(u64, f64)>,
 }
 
-/// A grid of small line charts sharing a y axis (the collapse indicator, one panel per loss).
+/// One panel of [`PanelLines`].
+pub(crate) struct LinePanel {
+    pub title: String,
+    pub lines: Vec<RunLine>,
+}
+
+/// A grid of small line charts on a shared log y axis with a horizontal threshold (the
+/// collapse indicator: one panel per loss, one line per run). Every run is drawn, so a
+/// collapse is visible even when the other seeds of its setting are healthy.
 pub(crate) struct PanelLines {
     pub title: String,
     pub y_desc: String,
     /// A horizontal reference line (the collapse threshold).
     pub threshold: f64,
+    /// Values below this are drawn at it (a log axis has no 0).
+    pub floor: f64,
     pub panels: Vec<LinePanel>,
 }
 
@@ -248,30 +262,38 @@ impl Figure for PanelLines {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(msg)?;
         let body = root.titled(&self.title, ("sans-serif", 20)).map_err(msg)?;
-        let y_max = self
+        let top = self
             .panels
             .iter()
-            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|p| p.1.mean)))
-            .fold(1.0f64, f64::max)
-            * 1.1;
+            .flat_map(|p| p.lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)))
+            .fold(1.0f64, f64::max);
+        // A decade and a half of headroom keeps the legend clear of the lines.
+        let y_range = (self.floor..top * 30.0).log_scale();
         for (panel, area) in self
             .panels
             .iter()
             .zip(body.split_evenly(panel_grid(self.panels.len())))
         {
-            let (x0, x1) = step_range(&panel.series);
+            let max_step = panel
+                .lines
+                .iter()
+                .flat_map(|l| l.points.iter().map(|p| p.0))
+                .max()
+                .unwrap_or(0);
+            let (x0, x1) = (0.0, (max_step as f64).max(1.0));
             let mut chart = ChartBuilder::on(&area)
                 .caption(&panel.title, ("sans-serif", 15))
                 .margin(8)
                 .x_label_area_size(32)
-                .y_label_area_size(45)
-                .build_cartesian_2d(x0..x1, 0.0..y_max)
+                .y_label_area_size(50)
+                .build_cartesian_2d(x0..x1, y_range.clone())
                 .map_err(msg)?;
             chart
                 .configure_mesh()
                 .x_desc("training step")
                 .y_desc(self.y_desc.as_str())
                 .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| format!("{y}"))
                 .x_labels(5)
                 .label_style(("sans-serif", 11))
                 .draw()
@@ -282,19 +304,25 @@ impl Figure for PanelLines {
                     RED.stroke_width(1),
                 ))
                 .map_err(msg)?;
-            for (i, s) in panel.series.iter().enumerate() {
-                let color = palette(i);
-                let line: Vec<(f64, f64)> =
-                    s.points.iter().map(|(x, v)| (*x as f64, v.mean)).collect();
-                chart
-                    .draw_series(LineSeries::new(line, color.stroke_width(2)))
-                    .map_err(msg)?
-                    .label(s.label.as_str())
-                    .legend(move |(x, y)| {
+            let mut labelled = false;
+            for line in &panel.lines {
+                let color = palette(line.color);
+                let points: Vec<(f64, f64)> = line
+                    .points
+                    .iter()
+                    .map(|&(x, v)| (x as f64, v.max(self.floor)))
+                    .collect();
+                let drawn = chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                    .map_err(msg)?;
+                if let Some(label) = &line.label {
+                    labelled = true;
+                    drawn.label(label.as_str()).legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
                     });
+                }
             }
-            if !panel.series.is_empty() {
+            if labelled {
                 chart
                     .configure_series_labels()
                     .position(SeriesLabelPosition::UpperRight)
@@ -347,11 +375,11 @@ impl Figure for Heatmaps {
         root.fill(&WHITE).map_err(msg)?;
         let body = root.titled(&self.title, ("sans-serif", 20)).map_err(msg)?;
         let (nx, ny) = (self.columns.len().max(1) as i32, self.rows.len().max(1) as i32);
-        let text = |size: u32, color: &RGBColor, h: HPos| {
+        fn text(size: u32, color: &RGBColor, h: HPos) -> TextStyle<'_> {
             TextStyle::from(("sans-serif", size).into_font())
                 .color(color)
                 .pos(Pos::new(h, VPos::Center))
-        };
+        }
         for (panel, area) in self
             .panels
             .iter()

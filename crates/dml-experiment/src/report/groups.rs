@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::collapse::CollapseRule;
 use crate::grid::BatchShape;
 use crate::record::{CurvePoint, FinalMetrics, RunRecord};
 use crate::stats::Summary;
@@ -72,20 +71,6 @@ impl Setting<'_> {
         for run in &self.runs {
             for p in &run.curve {
                 by_step.entry(p.step).or_default().push(value(p));
-            }
-        }
-        by_step
-            .into_iter()
-            .filter_map(|(step, v)| Summary::of(v).map(|s| (step, s)))
-            .collect()
-    }
-
-    /// Per step, the summary over seeds of the collapse indicator.
-    pub(crate) fn collapse_curve(&self, rule: &CollapseRule) -> Vec<(u64, Summary)> {
-        let mut by_step: BTreeMap<u64, Vec<Option<f64>>> = BTreeMap::new();
-        for run in &self.runs {
-            for (step, ratio) in rule.indicator(&run.curve) {
-                by_step.entry(step).or_default().push(Some(ratio));
             }
         }
         by_step

@@ -22,7 +22,9 @@ use crate::error::{Error, Result};
 use crate::record::RunRecord;
 use crate::store::{self, TruncatedTail};
 use crate::tsne::{self, TsneConfig};
-use figures::{BandChart, BandSeries, HeatCell, HeatPanel, Heatmaps, LinePanel, PanelLines, Scatter};
+use figures::{
+    BandChart, BandSeries, HeatCell, HeatPanel, Heatmaps, LinePanel, PanelLines, RunLine, Scatter,
+};
 use groups::{DatasetGroup, FinalMetric, LossGroup};
 
 /// How the report is made.
@@ -172,11 +174,12 @@ impl Writer<'_> {
         let _ = writeln!(
             self.md,
             "### Collapse indicator during training\n\n\
-             Mean pairwise distance of the evaluation embeddings relative to the untrained model, \
-             mean over seeds, one line per setting; the red line is the collapse threshold.\n"
+             Mean pairwise distance of the evaluation embeddings relative to the untrained model \
+             (log scale), one line per run, one colour per setting; the red line is the collapse \
+             threshold.\n"
         );
         let collapse = self.collapse_panels(d);
-        if collapse.panels.iter().all(|p| p.series.is_empty()) {
+        if collapse.panels.iter().all(|p| p.lines.is_empty()) {
             let _ = writeln!(self.md, "No run recorded the embedding spread.\n");
         } else {
             self.figure(&format!("collapse-{}", d.name), "Collapse indicator", &collapse)?;
@@ -195,20 +198,32 @@ impl Writer<'_> {
             title: format!("Collapse indicator: {}", d.name),
             y_desc: "spread / initial spread".to_owned(),
             threshold: rule.min_spread_ratio,
+            floor: (rule.min_spread_ratio / 10.0).min(1e-3),
             panels: d
                 .losses
                 .iter()
-                .map(|l| LinePanel {
-                    title: l.name.to_owned(),
-                    series: l
-                        .settings
-                        .iter()
-                        .map(|s| BandSeries {
-                            label: s.label(),
-                            points: s.collapse_curve(rule),
-                        })
-                        .filter(|s| !s.points.is_empty())
-                        .collect(),
+                .map(|l| {
+                    let mut lines = Vec::new();
+                    for (color, s) in l.settings.iter().enumerate() {
+                        for run in &s.runs {
+                            let points = rule.indicator(&run.curve);
+                            if points.is_empty() {
+                                continue;
+                            }
+                            let first_of_setting = lines
+                                .last()
+                                .is_none_or(|last: &RunLine| last.color != color);
+                            lines.push(RunLine {
+                                color,
+                                label: first_of_setting.then(|| s.label()),
+                                points,
+                            });
+                        }
+                    }
+                    LinePanel {
+                        title: l.name.to_owned(),
+                        lines,
+                    }
                 })
                 .collect(),
         }

@@ -14,7 +14,10 @@ use crate::loss::{
     LiftedStructureLoss, LossKernel, LossKind, MultiSimilarityLoss, NPairAngularLoss, NPairsLoss,
     TripletMarginLoss,
 };
-use crate::loss::{ArcFaceLoss, NTXentLoss, ProxyAnchorLoss, ProxyNCALoss};
+use crate::loss::{
+    ArcFaceLoss, CircleLoss, LearnedBeta, MarginLoss, NTXentLoss, ProxyAnchorLoss, ProxyNCALoss,
+    SupConLoss,
+};
 use crate::metric_loss::MetricLoss;
 use crate::miner::{
     BatchHardMiner, DistanceWeightedMiner, Miner, MultiSimilarityMiner, SemiHardMiner,
@@ -38,6 +41,9 @@ pub const SUPPORTED_LOSSES: &[&str] = &[
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "ArcFaceLoss",
+    "CircleLoss",
+    "SupConLoss",
+    "MarginLoss",
 ];
 
 /// The PML miner class names dml understands.
@@ -189,14 +195,21 @@ fn build_kind(name: &str, p: &mut Params<'_>, ctx: BuildContext) -> Result<LossK
             )?
             .into()
         }
-        "NTXentLoss" => {
-            NTXentLoss::new(distance_or(p, Distance::Cosine)?, p.f64("temperature", 0.07)?)?.into()
-        }
+        "NTXentLoss" => NTXentLoss::new(
+            distance_or(p, Distance::Cosine)?,
+            p.f64("temperature", 0.07)?,
+        )?
+        .into(),
         "ProxyAnchorLoss" => {
             let distance = distance_or(p, Distance::Cosine)?;
             let classes = proxy_classes(p, ctx)?;
-            ProxyAnchorLoss::new(distance, classes, p.f64("margin", 0.1)?, p.f64("alpha", 32.0)?)?
-                .into()
+            ProxyAnchorLoss::new(
+                distance,
+                classes,
+                p.f64("margin", 0.1)?,
+                p.f64("alpha", 32.0)?,
+            )?
+            .into()
         }
         "ProxyNCALoss" => {
             let squared = Distance::Lp {
@@ -210,8 +223,46 @@ fn build_kind(name: &str, p: &mut Params<'_>, ctx: BuildContext) -> Result<LossK
         "ArcFaceLoss" => {
             let distance = distance_or(p, Distance::Cosine)?;
             let classes = proxy_classes(p, ctx)?;
-            ArcFaceLoss::new(distance, classes, p.f64("margin", 28.6)?, p.f64("scale", 64.0)?)?
+            ArcFaceLoss::new(
+                distance,
+                classes,
+                p.f64("margin", 28.6)?,
+                p.f64("scale", 64.0)?,
+            )?
+            .into()
+        }
+        "CircleLoss" => {
+            let distance = distance_or(p, Distance::Cosine)?;
+            CircleLoss::new(distance, p.f64("m", 0.4)?, p.f64("gamma", 80.0)?)?.into()
+        }
+        "SupConLoss" => SupConLoss::new(
+            distance_or(p, Distance::Cosine)?,
+            p.f64("temperature", 0.1)?,
+        )?
+        .into(),
+        "MarginLoss" => {
+            let distance = distance_or(p, lp)?;
+            if let Some(v) = p.value("triplets_per_anchor")
+                && v != "all"
+            {
+                return Err(Error::Case(format!(
+                    "MarginLoss: triplets_per_anchor={v} samples triplets with torch's RNG, which \
+                     cannot be reproduced; use \"all\" or a miner"
+                )));
+            }
+            let loss = MarginLoss::new(distance, p.f64("margin", 0.2)?, p.f64("beta", 1.2)?)?
+                .with_nu(p.f64("nu", 0.0)?)?;
+            let classes = p.opt_usize("num_classes")?;
+            if p.bool("learn_beta", false)? {
+                loss.with_learned_beta(match classes {
+                    Some(num_classes) => LearnedBeta::PerClass { num_classes },
+                    None => LearnedBeta::Global,
+                })?
                 .into()
+            } else {
+                // A fixed beta per class is one beta repeated: the same loss.
+                loss.into()
+            }
         }
         other => return Err(unknown("loss", other, SUPPORTED_LOSSES)),
     })

@@ -47,8 +47,16 @@ impl ArcFaceLoss {
     /// An ArcFace loss over `num_classes >= 1` classes; `margin_degrees` in `[0, 180)`,
     /// `scale > 0`. `distance` must be a cosine similarity (`Cosine`, or `DotProduct` with
     /// normalisation).
-    pub fn new(distance: Distance, num_classes: usize, margin_degrees: f64, scale: f64) -> Result<Self> {
-        if !matches!(distance, Distance::Cosine | Distance::DotProduct { normalize: true }) {
+    pub fn new(
+        distance: Distance,
+        num_classes: usize,
+        margin_degrees: f64,
+        scale: f64,
+    ) -> Result<Self> {
+        if !matches!(
+            distance,
+            Distance::Cosine | Distance::DotProduct { normalize: true }
+        ) {
             return Err(Error::UnsupportedDistance {
                 owner: "ArcFaceLoss",
                 required: "CosineSimilarity (angles need normalised points)",
@@ -136,7 +144,11 @@ impl LossKernel for ArcFaceLoss {
                     .enumerate()
                     .map(|(k, &s)| logit(i, k, s))
                     .fold(T::neg_infinity(), T::max);
-                let sum: T = row.iter().enumerate().map(|(k, &s)| (logit(i, k, s) - max).exp()).sum();
+                let sum: T = row
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &s)| (logit(i, k, s) - max).exp())
+                    .sum();
                 let lse = max + sum.ln();
                 let y = labels[i] as usize;
                 (lse, batch.weight(i) * (lse - logit(i, y, row[y])))
@@ -203,7 +215,11 @@ mod tests {
             let xi = unit(&x[i * d..(i + 1) * d]);
             let logits: Vec<f64> = (0..c)
                 .map(|k| {
-                    let cos: f64 = xi.iter().zip(unit(&p[k * d..(k + 1) * d])).map(|(a, b)| a * b).sum();
+                    let cos: f64 = xi
+                        .iter()
+                        .zip(unit(&p[k * d..(k + 1) * d]))
+                        .map(|(a, b)| a * b)
+                        .sum();
                     if k as i64 != y {
                         scale * cos
                     } else if cos.acos() <= std::f64::consts::PI - m {
@@ -221,9 +237,13 @@ mod tests {
 
     #[test]
     fn matches_the_formula_and_finite_differences() {
-        let x: Vec<f64> = (0..15).map(|k| ((k * 7919) % 23) as f64 / 7.0 - 1.5).collect();
+        let x: Vec<f64> = (0..15)
+            .map(|k| ((k * 7919) % 23) as f64 / 7.0 - 1.5)
+            .collect();
         // Proxy 2 points away from row 2 (its class), so the "otherwise" branch is covered.
-        let mut p: Vec<f64> = (0..9).map(|k| ((k * 104_729) % 19) as f64 / 6.0 - 1.4).collect();
+        let mut p: Vec<f64> = (0..9)
+            .map(|k| ((k * 104_729) % 19) as f64 / 6.0 - 1.4)
+            .collect();
         p[6..9].copy_from_slice(&[-x[6], -x[7] + 0.05, -x[8]]);
         let labels = [0, 1, 2, 1, 0];
         let loss = ArcFaceLoss::new(Distance::Cosine, 3, 28.6, 4.0).unwrap();
@@ -244,14 +264,22 @@ mod tests {
             let (mut up, mut down) = (x.clone(), x.clone());
             up[k] += h;
             down[k] -= h;
-            let fd = (oracle(&up, &labels, &p, 3, 28.6, 4.0) - oracle(&down, &labels, &p, 3, 28.6, 4.0)) / (2.0 * h);
-            assert!((fd - out.grad[k]).abs() < 1e-6, "embedding entry {k}: {fd} vs {}", out.grad[k]);
+            let fd = (oracle(&up, &labels, &p, 3, 28.6, 4.0)
+                - oracle(&down, &labels, &p, 3, 28.6, 4.0))
+                / (2.0 * h);
+            assert!(
+                (fd - out.grad[k]).abs() < 1e-6,
+                "embedding entry {k}: {fd} vs {}",
+                out.grad[k]
+            );
         }
         for k in 0..9 {
             let (mut up, mut down) = (p.clone(), p.clone());
             up[k] += h;
             down[k] -= h;
-            let fd = (oracle(&x, &labels, &up, 3, 28.6, 4.0) - oracle(&x, &labels, &down, 3, 28.6, 4.0)) / (2.0 * h);
+            let fd = (oracle(&x, &labels, &up, 3, 28.6, 4.0)
+                - oracle(&x, &labels, &down, 3, 28.6, 4.0))
+                / (2.0 * h);
             let g = out.param_grad.as_ref().unwrap()[k];
             assert!((fd - g).abs() < 1e-6, "proxy entry {k}: {fd} vs {g}");
         }
@@ -273,7 +301,14 @@ mod tests {
                 tuple_budget: 1 << 20,
             })
             .unwrap();
-        assert!(out.loss.is_finite() && out.grad.iter().chain(out.param_grad.as_ref().unwrap()).all(|g| g.is_finite()));
+        assert!(
+            out.loss.is_finite()
+                && out
+                    .grad
+                    .iter()
+                    .chain(out.param_grad.as_ref().unwrap())
+                    .all(|g| g.is_finite())
+        );
     }
 
     #[test]

@@ -11,9 +11,11 @@
 mod angular;
 mod angular_mc;
 mod arc_face;
+mod circle;
 mod contrastive;
 mod generalized_lifted_structure;
 mod lifted_structure;
+mod margin;
 mod multi_similarity;
 mod n_pair_angular;
 mod n_pairs;
@@ -23,6 +25,7 @@ mod pair_set;
 mod proxies;
 mod proxy_anchor;
 mod proxy_nca;
+mod sup_con;
 mod terms;
 mod triplet_margin;
 mod triplet_window;
@@ -30,15 +33,18 @@ mod triplet_window;
 pub use angular::AngularLoss;
 pub use angular_mc::AngularMcLoss;
 pub use arc_face::ArcFaceLoss;
+pub use circle::CircleLoss;
 pub use contrastive::ContrastiveLoss;
 pub use generalized_lifted_structure::GeneralizedLiftedStructureLoss;
 pub use lifted_structure::LiftedStructureLoss;
+pub use margin::{LearnedBeta, MarginLoss};
 pub use multi_similarity::MultiSimilarityLoss;
 pub use n_pair_angular::NPairAngularLoss;
 pub use n_pairs::NPairsLoss;
 pub use nt_xent::NTXentLoss;
 pub use proxy_anchor::ProxyAnchorLoss;
 pub use proxy_nca::ProxyNCALoss;
+pub use sup_con::SupConLoss;
 pub use terms::{LossTerm, TermIndices};
 pub use triplet_margin::TripletMarginLoss;
 
@@ -195,6 +201,12 @@ pub enum LossKind {
     ArcFace(ArcFaceLoss),
     /// See [`NTXentLoss`].
     NtXent(NTXentLoss),
+    /// See [`CircleLoss`].
+    Circle(CircleLoss),
+    /// See [`SupConLoss`].
+    SupCon(SupConLoss),
+    /// See [`MarginLoss`].
+    Margin(MarginLoss),
 }
 
 /// Calls `$body` with `$k` bound to the kernel inside any [`LossKind`] variant.
@@ -214,6 +226,9 @@ macro_rules! with_kernel {
             LossKind::ProxyNca($k) => $body,
             LossKind::ArcFace($k) => $body,
             LossKind::NtXent($k) => $body,
+            LossKind::Circle($k) => $body,
+            LossKind::SupCon($k) => $body,
+            LossKind::Margin($k) => $body,
         }
     };
 }
@@ -272,4 +287,7 @@ impl_from_kernel!(
     ProxyNca(ProxyNCALoss),
     ArcFace(ArcFaceLoss),
     NtXent(NTXentLoss),
+    Circle(CircleLoss),
+    SupCon(SupConLoss),
+    Margin(MarginLoss),
 );

@@ -91,9 +91,7 @@ impl LossKernel for NPairAngularLoss {
             .map(|&l| input.reducer.weight(&red, l))
             .collect();
         for i in 0..k {
-            dz[i * k..(i + 1) * k]
-                .iter_mut()
-                .for_each(|v| *v = *v * w[i]);
+            dz[i * k..(i + 1) * k].iter_mut().for_each(|v| *v *= w[i]);
         }
         let (mut df, mut dp) = (vec![T::zero(); k * d], vec![T::zero(); k * d]);
         // z = F P^T

@@ -144,7 +144,7 @@ impl LossKernel for NPairsLoss {
         let red = input.reducer.reduce(&losses, None);
         for (i, &l) in losses.iter().enumerate() {
             let w = sign * input.reducer.weight(&red, l);
-            dz[i * k..(i + 1) * k].iter_mut().for_each(|v| *v = *v * w);
+            dz[i * k..(i + 1) * k].iter_mut().for_each(|v| *v *= w);
         }
         let grads = scores.backward(&mut dz);
         let mut grad = vec![T::zero(); n * d];

@@ -73,7 +73,10 @@ impl<T: Real> Negatives<T> {
     fn of(z: impl Iterator<Item = T> + Clone) -> Self {
         let max = z.clone().fold(T::neg_infinity(), T::max);
         if max == T::neg_infinity() {
-            return Self { max, sum: T::zero() };
+            return Self {
+                max,
+                sum: T::zero(),
+            };
         }
         Self {
             max,
@@ -95,7 +98,11 @@ fn pair_loss<T: Real>(z: T, negs: Negatives<T>) -> (T, T, T) {
     };
     let d = a + b;
     // log q with q = a / d; when z is the largest logit a = 1 and log d = log1p(b).
-    let log_q = if z >= negs.max { -b.ln_1p() } else { (z - m) - d.ln() };
+    let log_q = if z >= negs.max {
+        -b.ln_1p()
+    } else {
+        (z - m) - d.ln()
+    };
     // -log(q + tiny) = -logaddexp(log q, log tiny); r = q / (q + tiny).
     let gap = log_q - T::min_positive_value().ln();
     let (loss, r) = if gap > T::of(40.0) {
@@ -135,17 +142,28 @@ impl Acc {
 
 impl NTXentLoss {
     /// All ordered pairs by label, streamed per anchor. Returns `(value, active)`.
-    fn all_pairs<T: Real>(&self, scores: &Scores<T>, labels: &[i64], reducer: Reducer, grad: &mut [T]) -> (T, u64) {
+    fn all_pairs<T: Real>(
+        &self,
+        scores: &Scores<T>,
+        labels: &[i64],
+        reducer: Reducer,
+        grad: &mut [T],
+    ) -> (T, u64) {
         let n = scores.rows();
         let z = self.logit::<T>();
         let negatives: Vec<Negatives<T>> = (0..n)
             .into_par_iter()
             .map(|a| {
                 let row = scores.row(a);
-                Negatives::of((0..n).filter(|&j| labels[j] != labels[a]).map(|j| z(row[j])))
+                Negatives::of(
+                    (0..n)
+                        .filter(|&j| labels[j] != labels[a])
+                        .map(|j| z(row[j])),
+                )
             })
             .collect();
-        let positives = |a: usize| (0..n).filter(move |&p| includes(true, a, p, labels[a], labels[p]));
+        let positives =
+            |a: usize| (0..n).filter(move |&p| includes(true, a, p, labels[a], labels[p]));
         let acc = (0..n)
             .into_par_iter()
             .map(|a| {
@@ -180,7 +198,14 @@ impl NTXentLoss {
 
     /// Listed pairs: each positive pair against the negative pairs listed for its anchor.
     /// Returns `(value, active, per-pair losses)`.
-    fn listed<T: Real>(&self, scores: &Scores<T>, pos: (&[u32], &[u32]), neg: (&[u32], &[u32]), reducer: Reducer, grad: &mut [T]) -> (T, u64, Vec<T>) {
+    fn listed<T: Real>(
+        &self,
+        scores: &Scores<T>,
+        pos: (&[u32], &[u32]),
+        neg: (&[u32], &[u32]),
+        reducer: Reducer,
+        grad: &mut [T],
+    ) -> (T, u64, Vec<T>) {
         let n = scores.rows();
         let z = self.logit::<T>();
         let mut by_anchor: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -192,8 +217,15 @@ impl NTXentLoss {
             .enumerate()
             .map(|(a, js)| Negatives::of(js.iter().map(|&j| z(scores.get(a, j as usize)))))
             .collect();
-        let pairs = || pos.0.iter().zip(pos.1).map(|(&a, &p)| (a as usize, p as usize));
-        let losses: Vec<T> = pairs().map(|(a, p)| pair_loss(z(scores.get(a, p)), negatives[a]).0).collect();
+        let pairs = || {
+            pos.0
+                .iter()
+                .zip(pos.1)
+                .map(|(&a, &p)| (a as usize, p as usize))
+        };
+        let losses: Vec<T> = pairs()
+            .map(|(a, p)| pair_loss(z(scores.get(a, p)), negatives[a]).0)
+            .collect();
         let red = reducer.reduce(&losses, None);
         let dz = self.dz::<T>();
         let mut coef = vec![T::zero(); n];
@@ -244,11 +276,22 @@ impl LossKernel for NTXentLoss {
         let scores = self.distance.scores(x, None);
         let mut grad_s = vec![T::zero(); n * n];
         let (loss, active, losses) = match (pos, neg) {
-            (PairSet::Listed { anchor, other }, PairSet::Listed { anchor: an, other: ng }) => {
-                self.listed(&scores, (anchor, other), (an, ng), input.reducer, &mut grad_s)
-            }
+            (
+                PairSet::Listed { anchor, other },
+                PairSet::Listed {
+                    anchor: an,
+                    other: ng,
+                },
+            ) => self.listed(
+                &scores,
+                (anchor, other),
+                (an, ng),
+                input.reducer,
+                &mut grad_s,
+            ),
             _ => {
-                let (loss, active) = self.all_pairs(&scores, input.labels, input.reducer, &mut grad_s);
+                let (loss, active) =
+                    self.all_pairs(&scores, input.labels, input.reducer, &mut grad_s);
                 (loss, active, Vec::new())
             }
         };
@@ -262,7 +305,11 @@ impl LossKernel for NTXentLoss {
                     .map(|(&a, &p)| {
                         let (a, p) = (a as usize, p as usize);
                         let row = scores.row(a);
-                        let negs = Negatives::of((0..n).filter(|&j| input.labels[j] != input.labels[a]).map(|j| z(row[j])));
+                        let negs = Negatives::of(
+                            (0..n)
+                                .filter(|&j| input.labels[j] != input.labels[a])
+                                .map(|j| z(row[j])),
+                        );
                         pair_loss(z(row[p]), negs).0
                     })
                     .collect()
@@ -311,7 +358,11 @@ mod tests {
         for a in 0..n {
             for p in (0..n).filter(|&p| p != a && labels[p] == labels[a]) {
                 let num = (cos(x, d, a, p) / t).exp();
-                let den: f64 = num + (0..n).filter(|&j| labels[j] != labels[a]).map(|j| (cos(x, d, a, j) / t).exp()).sum::<f64>();
+                let den: f64 = num
+                    + (0..n)
+                        .filter(|&j| labels[j] != labels[a])
+                        .map(|j| (cos(x, d, a, j) / t).exp())
+                        .sum::<f64>();
                 total += -(num / den + f64::MIN_POSITIVE).ln();
                 count += 1;
             }
@@ -320,11 +371,17 @@ mod tests {
     }
 
     fn data() -> (Vec<f64>, Vec<i64>) {
-        let x: Vec<f64> = (0..28).map(|k| ((k * 7919) % 29) as f64 / 9.0 - 1.5).collect();
+        let x: Vec<f64> = (0..28)
+            .map(|k| ((k * 7919) % 29) as f64 / 9.0 - 1.5)
+            .collect();
         (x, vec![0, 1, 0, 2, 1, 0, 2])
     }
 
-    fn input<'a>(x: &'a [f64], labels: &'a [i64], selection: Selection<'a>) -> KernelInput<'a, f64> {
+    fn input<'a>(
+        x: &'a [f64],
+        labels: &'a [i64],
+        selection: Selection<'a>,
+    ) -> KernelInput<'a, f64> {
         KernelInput {
             embeddings: MatrixRef::new(x, labels.len(), 4).unwrap(),
             labels,
@@ -351,7 +408,11 @@ mod tests {
             up[k] += h;
             down[k] -= h;
             let fd = (oracle(&up, &labels, 4, 0.3) - oracle(&down, &labels, 4, 0.3)) / (2.0 * h);
-            assert!((fd - out.grad[k]).abs() < 1e-6, "entry {k}: {fd} vs {}", out.grad[k]);
+            assert!(
+                (fd - out.grad[k]).abs() < 1e-6,
+                "entry {k}: {fd} vs {}",
+                out.grad[k]
+            );
         }
     }
 
@@ -361,9 +422,16 @@ mod tests {
         let loss = NTXentLoss::new(Distance::PML_LP_DEFAULT, 0.5).unwrap();
         let all = loss.compute(&input(&x, &labels, Selection::All)).unwrap();
         let t = Tuples::Pairs(PairIndices::all(&labels));
-        let listed = loss.compute(&input(&x, &labels, Selection::Tuples(&t))).unwrap();
+        let listed = loss
+            .compute(&input(&x, &labels, Selection::Tuples(&t)))
+            .unwrap();
         assert!((all.loss - listed.loss).abs() < 1e-12);
-        assert!(all.grad.iter().zip(&listed.grad).all(|(a, b)| (a - b).abs() < 1e-12));
+        assert!(
+            all.grad
+                .iter()
+                .zip(&listed.grad)
+                .all(|(a, b)| (a - b).abs() < 1e-12)
+        );
         assert_eq!(all.terms, listed.terms);
     }
 
@@ -383,7 +451,11 @@ mod tests {
             tuple_budget: 1 << 20,
         };
         let out = loss.compute(&inp).unwrap();
-        assert!((out.loss + f32::MIN_POSITIVE.ln()).abs() < 1e-3, "{}", out.loss);
+        assert!(
+            (out.loss + f32::MIN_POSITIVE.ln()).abs() < 1e-3,
+            "{}",
+            out.loss
+        );
         assert!(out.grad.iter().all(|g| g.is_finite()));
     }
 }

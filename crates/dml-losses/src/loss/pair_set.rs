@@ -45,8 +45,8 @@ impl PairSet<'_> {
     }
 
     /// The pairs as two index lists, in PML's order (row-major for `All`).
-    pub fn to_lists(&self) -> (Vec<u32>, Vec<u32>) {
-        match *self {
+    pub fn to_lists(self) -> (Vec<u32>, Vec<u32>) {
+        match self {
             PairSet::All { labels, positive } => {
                 let mut a = Vec::new();
                 let mut b = Vec::new();

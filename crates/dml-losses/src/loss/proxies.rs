@@ -39,7 +39,11 @@ pub(crate) fn proxy_batch<'a, T: Real>(
     };
     let proxies = input.params.ok_or_else(|| shape_error("none".into()))?;
     if (proxies.rows(), proxies.cols()) != (num_classes, d) {
-        return Err(shape_error(format!("{} x {}", proxies.rows(), proxies.cols())));
+        return Err(shape_error(format!(
+            "{} x {}",
+            proxies.rows(),
+            proxies.cols()
+        )));
     }
     if let Some((row, &label)) = input
         .labels

@@ -213,12 +213,22 @@ mod tests {
     }
 
     fn data() -> (Vec<f64>, Vec<i64>, Vec<f64>) {
-        let x: Vec<f64> = (0..24).map(|k| ((k * 7919) % 29) as f64 / 9.0 - 1.5).collect();
-        let p: Vec<f64> = (0..16).map(|k| ((k * 104_729) % 31) as f64 / 11.0 - 1.3).collect();
+        let x: Vec<f64> = (0..24)
+            .map(|k| ((k * 7919) % 29) as f64 / 9.0 - 1.5)
+            .collect();
+        let p: Vec<f64> = (0..16)
+            .map(|k| ((k * 104_729) % 31) as f64 / 11.0 - 1.3)
+            .collect();
         (x, vec![0, 1, 0, 2, 1, 0], p)
     }
 
-    fn run(loss: &ProxyAnchorLoss, x: &[f64], labels: &[i64], p: &[f64], sel: Selection<'_>) -> KernelOutput<f64> {
+    fn run(
+        loss: &ProxyAnchorLoss,
+        x: &[f64],
+        labels: &[i64],
+        p: &[f64],
+        sel: Selection<'_>,
+    ) -> KernelOutput<f64> {
         loss.compute(&KernelInput {
             embeddings: MatrixRef::new(x, 6, 4).unwrap(),
             labels,
@@ -238,9 +248,21 @@ mod tests {
         let got = run(&loss, &x, &labels, &p, Selection::All).loss;
         let want = oracle(&x, &labels, &p, 4, 0.1, 8.0, &[1.0; 6]);
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
-        let t = Tuples::Triplets(TripletIndices { anchor: vec![0, 0], positive: vec![2, 2], negative: vec![1, 3] });
+        let t = Tuples::Triplets(TripletIndices {
+            anchor: vec![0, 0],
+            positive: vec![2, 2],
+            negative: vec![1, 3],
+        });
         let got = run(&loss, &x, &labels, &p, Selection::Tuples(&t)).loss;
-        let want = oracle(&x, &labels, &p, 4, 0.1, 8.0, &[1.0, 0.5, 1.0, 0.5, 0.0, 0.0]);
+        let want = oracle(
+            &x,
+            &labels,
+            &p,
+            4,
+            0.1,
+            8.0,
+            &[1.0, 0.5, 1.0, 0.5, 0.0, 0.0],
+        );
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     }
 
@@ -258,7 +280,11 @@ mod tests {
             let fd = (oracle(&x, &labels, &up, 4, 0.1, 8.0, &[1.0; 6])
                 - oracle(&x, &labels, &down, 4, 0.1, 8.0, &[1.0; 6]))
                 / (2.0 * h);
-            assert!((fd - pg[k]).abs() < 1e-6, "proxy entry {k}: {fd} vs {}", pg[k]);
+            assert!(
+                (fd - pg[k]).abs() < 1e-6,
+                "proxy entry {k}: {fd} vs {}",
+                pg[k]
+            );
         }
     }
 
@@ -275,9 +301,19 @@ mod tests {
             want_terms: false,
             tuple_budget: 1 << 20,
         };
-        assert!(matches!(loss.compute(&input), Err(Error::LabelOutOfRange { label: 4, row: 2, .. })));
         assert!(matches!(
-            loss.compute(&KernelInput { params: None, ..input }),
+            loss.compute(&input),
+            Err(Error::LabelOutOfRange {
+                label: 4,
+                row: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            loss.compute(&KernelInput {
+                params: None,
+                ..input
+            }),
             Err(Error::ParameterShape { .. })
         ));
         assert!(ProxyAnchorLoss::new(Distance::Cosine, 0, 0.1, 8.0).is_err());

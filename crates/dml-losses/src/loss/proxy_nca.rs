@@ -91,7 +91,10 @@ impl LossKernel for ProxyNCALoss {
             .into_par_iter()
             .map(|i| {
                 let row = scores.row(i);
-                let max = row.iter().map(|&s| logit(s)).fold(T::neg_infinity(), T::max);
+                let max = row
+                    .iter()
+                    .map(|&s| logit(s))
+                    .fold(T::neg_infinity(), T::max);
                 let sum: T = row.iter().map(|&s| (logit(s) - max).exp()).sum();
                 let target = logit(row[labels[i] as usize]) - max;
                 let lse = max + sum.ln();
@@ -99,7 +102,9 @@ impl LossKernel for ProxyNCALoss {
                 (lse, kept.then(|| batch.weight(i) * (sum.ln() - target)))
             })
             .collect();
-        let kept: Vec<u32> = (0..n as u32).filter(|&i| rows[i as usize].1.is_some()).collect();
+        let kept: Vec<u32> = (0..n as u32)
+            .filter(|&i| rows[i as usize].1.is_some())
+            .collect();
         let losses: Vec<T> = rows.iter().filter_map(|r| r.1).collect();
         let red = input.reducer.reduce(&losses, None);
         // d l_i / d z_ic = w_i (p_ic - [c = y_i]); d z / d s = -scale * slope.
@@ -114,7 +119,11 @@ impl LossKernel for ProxyNCALoss {
             }
             for (k, (gk, &s)) in g.iter_mut().zip(scores.row(i)).enumerate() {
                 let p = (logit(s) - lse).exp();
-                let target = if labels[i] as usize == k { T::one() } else { T::zero() };
+                let target = if labels[i] as usize == k {
+                    T::one()
+                } else {
+                    T::zero()
+                };
                 *gk = w * dz * (p - target);
             }
         });
@@ -169,7 +178,11 @@ mod tests {
             let z: Vec<f64> = (0..c)
                 .map(|k| {
                     let pk = unit(&p[k * d..(k + 1) * d]);
-                    -scale * xi.iter().zip(&pk).map(|(a, b)| (a - b) * (a - b)).sum::<f64>()
+                    -scale
+                        * xi.iter()
+                            .zip(&pk)
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum::<f64>()
                 })
                 .collect();
             let denom: f64 = z.iter().map(|v| v.exp()).sum();
@@ -192,8 +205,12 @@ mod tests {
 
     #[test]
     fn matches_the_formula_and_finite_differences() {
-        let x: Vec<f64> = (0..15).map(|k| ((k * 7919) % 23) as f64 / 7.0 - 1.5).collect();
-        let p: Vec<f64> = (0..9).map(|k| ((k * 104_729) % 19) as f64 / 6.0 - 1.4).collect();
+        let x: Vec<f64> = (0..15)
+            .map(|k| ((k * 7919) % 23) as f64 / 7.0 - 1.5)
+            .collect();
+        let p: Vec<f64> = (0..9)
+            .map(|k| ((k * 104_729) % 19) as f64 / 6.0 - 1.4)
+            .collect();
         let labels = [0, 1, 2, 1, 0];
         let loss = ProxyNCALoss::new(LP2, 3, 2.0).unwrap();
         let out = loss.compute(&input(&x, &labels, &p)).unwrap();
@@ -204,7 +221,8 @@ mod tests {
             let (mut up, mut down) = (p.clone(), p.clone());
             up[k] += h;
             down[k] -= h;
-            let fd = (oracle(&x, &labels, &up, 3, 2.0) - oracle(&x, &labels, &down, 3, 2.0)) / (2.0 * h);
+            let fd =
+                (oracle(&x, &labels, &up, 3, 2.0) - oracle(&x, &labels, &down, 3, 2.0)) / (2.0 * h);
             let g = out.param_grad.as_ref().unwrap()[k];
             assert!((fd - g).abs() < 1e-6, "proxy entry {k}: {fd} vs {g}");
         }
@@ -212,8 +230,13 @@ mod tests {
             let (mut up, mut down) = (x.clone(), x.clone());
             up[k] += h;
             down[k] -= h;
-            let fd = (oracle(&up, &labels, &p, 3, 2.0) - oracle(&down, &labels, &p, 3, 2.0)) / (2.0 * h);
-            assert!((fd - out.grad[k]).abs() < 1e-6, "embedding entry {k}: {fd} vs {}", out.grad[k]);
+            let fd =
+                (oracle(&up, &labels, &p, 3, 2.0) - oracle(&down, &labels, &p, 3, 2.0)) / (2.0 * h);
+            assert!(
+                (fd - out.grad[k]).abs() < 1e-6,
+                "embedding entry {k}: {fd} vs {}",
+                out.grad[k]
+            );
         }
     }
 
@@ -224,7 +247,12 @@ mod tests {
         let x = [1.0, 0.0, 0.0, -1.0, 0.1, 0.0];
         let p = [-1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
         let loss = ProxyNCALoss::new(LP2, 2, 1000.0).unwrap();
-        let out = loss.compute(&KernelInput { want_terms: true, ..input(&x, &[0, 0], &p) }).unwrap();
+        let out = loss
+            .compute(&KernelInput {
+                want_terms: true,
+                ..input(&x, &[0, 0], &p)
+            })
+            .unwrap();
         assert_eq!(out.terms[0].indices, TermIndices::PerElement(vec![1]));
         assert!(out.loss.is_finite() && out.grad[..3].iter().all(|&g| g == 0.0));
     }

@@ -196,7 +196,7 @@ impl TripletMarginLoss {
                 .reduce(|| (0.0, 0, 0, 0), merge)
         };
         let scale = reducer.scale::<T>(kept, None);
-        grad.par_iter_mut().for_each(|v| *v = *v * scale);
+        grad.par_iter_mut().for_each(|v| *v *= scale);
         (T::of(sum * scale.f64()), LossStats { active, total })
     }
 }

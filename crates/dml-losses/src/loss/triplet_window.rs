@@ -90,7 +90,7 @@ pub(crate) fn fused_hinge<T: Real>(
             |x, y| (x.0 + y.0, x.1 + y.1, x.2 + y.2, x.3 + y.3),
         );
     let scale = reducer.scale::<T>(kept, None);
-    grad.par_iter_mut().for_each(|v| *v = *v * scale);
+    grad.par_iter_mut().for_each(|v| *v *= scale);
     FusedTriplets {
         value: T::of(sum * scale.f64()),
         stats: LossStats { active, total },

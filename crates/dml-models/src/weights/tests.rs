@@ -122,7 +122,7 @@ fn resnet_keys_are_torchvisions() {
 #[test]
 fn small_conv_net_keys() {
     let keys = expected_weights(&fresh_net(Backbone::SmallConvNet, 1, 0));
-    assert_eq!(keys.len(), 4 * 6);
+    assert_eq!(keys.len(), 4 * 5);
     assert_eq!(keys["blocks.0.conv.weight"].1, [64, 1, 3, 3]);
     assert_eq!(keys["blocks.3.bn.running_var"].1, [64]);
 }
@@ -335,15 +335,12 @@ fn integer_weights_are_refused() {
         Backbone::SmallConvNet,
         1,
         |e| {
-            let bias = e
-                .iter_mut()
-                .find(|t| t.key == "blocks.0.conv.bias")
-                .unwrap();
-            bias.values = TorchValues::I64(vec![1; 64]);
+            let beta = e.iter_mut().find(|t| t.key == "blocks.0.bn.bias").unwrap();
+            beta.values = TorchValues::I64(vec![1; 64]);
         },
         |err, _| {
             assert!(
-                matches!(err, Error::NotFloat { key, .. } if key == "blocks.0.conv.bias"),
+                matches!(err, Error::NotFloat { key, .. } if key == "blocks.0.bn.bias"),
                 "{err}"
             )
         },

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dml_data::{
-    BatchSampler, CsvListDataset, Cars196Dataset, Cub200Dataset, Dataset, DatasetSplits,
+    BatchSampler, Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits,
     ImageFolderDataset, InShopDataset, Loader, NPairSamplerConfig, OmniglotDataset, Pipeline,
     PkSamplerConfig, SopDataset, TestSplit, sequential_batches,
 };
@@ -127,9 +127,13 @@ impl TrainBatches {
         let sampler_seed = derive_seed(seed, SeedStream::Data, 0);
         let sampler: Box<dyn BatchSampler> = match batch.sampler {
             SamplerKind::Pk => Box::new(
-                PkSamplerConfig::new(batch.classes_per_batch, batch.samples_per_class, sampler_seed)
-                    .with_small_classes(batch.small_classes)
-                    .init(&labels, names)?,
+                PkSamplerConfig::new(
+                    batch.classes_per_batch,
+                    batch.samples_per_class,
+                    sampler_seed,
+                )
+                .with_small_classes(batch.small_classes)
+                .init(&labels, names)?,
             ),
             SamplerKind::NPair => Box::new(
                 NPairSamplerConfig {

@@ -47,7 +47,8 @@ fn partition(e: &Embeddings, labels: &[u32], split: usize) -> [(Vec<f32>, Vec<u3
     let mut parts: [(Vec<f32>, Vec<u32>); 2] = Default::default();
     for (row, (&index, &label)) in e.indices.iter().zip(labels).enumerate() {
         let part = &mut parts[usize::from(index >= split)];
-        part.0.extend_from_slice(&e.values[row * e.dim..(row + 1) * e.dim]);
+        part.0
+            .extend_from_slice(&e.values[row * e.dim..(row + 1) * e.dim]);
         part.1.push(label);
     }
     parts
@@ -74,15 +75,19 @@ impl Evaluator for RetrievalEvaluator {
         let mut metrics = Metrics::new();
         if !self.config.metrics.is_empty() {
             let eval_config = dml_eval::EvalConfig {
-                metrics: self.config.metrics.iter().map(|&m| Self::metric(m)).collect(),
+                metrics: self
+                    .config
+                    .metrics
+                    .iter()
+                    .map(|&m| Self::metric(m))
+                    .collect(),
                 recall_ks: self.config.k.clone(),
                 kmeans: KMeansConfig::new(1).with_seed(self.seed),
                 ..dml_eval::EvalConfig::default()
             };
-            let gallery_ref = gallery.as_ref().map(|(embeddings, labels)| Gallery {
-                embeddings,
-                labels,
-            });
+            let gallery_ref = gallery
+                .as_ref()
+                .map(|(embeddings, labels)| Gallery { embeddings, labels });
             let result = evaluate(&query, &query_labels, gallery_ref, &eval_config)?;
             if let Some(r) = &result.retrieval {
                 for kind in &self.config.metrics {

@@ -10,17 +10,22 @@ use crate::error::BoxError;
 use crate::task::MetricLoss;
 
 impl MetricLoss for LossModule {
-    fn loss(&self, embeddings: Tensor<2>, labels: &[i64], seed: u64) -> Result<Tensor<1>, BoxError> {
+    fn loss(
+        &self,
+        embeddings: Tensor<2>,
+        labels: &[i64],
+        seed: u64,
+    ) -> Result<Tensor<1>, BoxError> {
         Ok(self.forward_step(embeddings, labels, seed)?.loss)
     }
 }
 
-/// The loss kernel, reducer and miner the section names, without any tensor: what
-/// configuration validation checks.
+/// The loss kernel, reducer and miner the section names, without any tensor (what
+/// configuration validation checks); `proxies` is `(classes, embedding_dim)` for losses with
+/// proxies.
 pub fn build_metric_loss_of(
     config: &LossConfig,
-    classes: usize,
-    embedding_dim: usize,
+    proxies: Option<(usize, usize)>,
 ) -> Result<dml_losses::MetricLoss, dml_losses::Error> {
     let json = |table: &toml::Table| serde_json::to_value(table).expect("a TOML table is JSON");
     let params = json(&config.params);
@@ -30,14 +35,7 @@ pub fn build_metric_loss_of(
         .as_ref()
         .zip(miner_params.as_ref())
         .map(|(miner, params)| (miner.name.as_str(), Some(params)));
-    build_metric_loss(
-        &config.name,
-        Some(&params),
-        miner,
-        BuildContext {
-            proxies: Some((classes, embedding_dim)),
-        },
-    )
+    build_metric_loss(&config.name, Some(&params), miner, BuildContext { proxies })
 }
 
 /// The loss as a burn module; learnable parameters (proxies) are initialised from `seed`.
@@ -48,6 +46,6 @@ pub fn build_loss(
     seed: u64,
     device: &Device,
 ) -> Result<LossModule, dml_losses::Error> {
-    let loss = build_metric_loss_of(config, classes, embedding_dim)?;
+    let loss = build_metric_loss_of(config, Some((classes, embedding_dim)))?;
     Ok(LossModule::new(loss, embedding_dim, seed, device))
 }

@@ -17,11 +17,16 @@ impl EmbeddingModel for EmbeddingNet {
 /// The run's network, initialised from the run seed. With `pretrained`, the backbone
 /// weights of `model.pretrained` are loaded over the initial ones (a resumed run skips this:
 /// its weights come from the checkpoint).
-pub fn build_model(config: &RunConfig, device: &Device, pretrained: bool) -> Result<EmbeddingNet, Error> {
+pub fn build_model(
+    config: &RunConfig,
+    device: &Device,
+    pretrained: bool,
+) -> Result<EmbeddingNet, Error> {
     let net_config = config.model.net_config(config.data.channels());
     let [c, h, w] = config.data.pipeline.init()?.output_shape();
     net_config.check_image_shape(c, h, w)?;
-    let mut net = net_config.init_seeded(derive_seed(config.seed, SeedStream::ModelInit, 0), device)?;
+    let mut net =
+        net_config.init_seeded(derive_seed(config.seed, SeedStream::ModelInit, 0), device)?;
     if let (true, Some(path)) = (pretrained, &config.model.pretrained) {
         net.load_backbone_weights(path)?;
     }

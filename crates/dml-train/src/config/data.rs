@@ -2,9 +2,11 @@
 //! augmented (dml-data's [`PipelineConfig`]), how batches are sampled and how many threads
 //! decode them (dml-data's [`LoaderConfig`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use dml_data::{LoaderConfig, OmniglotLabel, PipelineConfig, SmallClassPolicy, SyntheticGlyphsConfig};
+use dml_data::{
+    LoaderConfig, OmniglotLabel, PipelineConfig, SmallClassPolicy, SyntheticGlyphsConfig,
+};
 use serde::{Deserialize, Serialize};
 
 use super::check;
@@ -120,6 +122,33 @@ impl DatasetConfig {
             | DatasetConfig::Sop { path }
             | DatasetConfig::InShop { path }
             | DatasetConfig::Omniglot { path, .. } => Some(path),
+        }
+    }
+
+    /// What a user means by a bare `path` where this dataset was configured (`--data PATH`):
+    /// a `.csv` file is a CSV list, a path for a kind that reads one (CUB, Omniglot, ...)
+    /// keeps the kind and its settings, anything else is an image folder (or .zip).
+    pub fn for_path(&self, path: &Path) -> DatasetConfig {
+        let path = path.to_owned();
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            return DatasetConfig::Csv { path, root: None };
+        }
+        let mut same_kind = self.clone();
+        match &mut same_kind {
+            DatasetConfig::Cub { path: p }
+            | DatasetConfig::Cars196 { path: p }
+            | DatasetConfig::Sop { path: p }
+            | DatasetConfig::InShop { path: p }
+            | DatasetConfig::Omniglot { path: p, .. } => {
+                *p = path;
+                same_kind
+            }
+            DatasetConfig::Synthetic(_)
+            | DatasetConfig::Csv { .. }
+            | DatasetConfig::Folder { .. } => DatasetConfig::Folder { path },
         }
     }
 
@@ -261,11 +290,20 @@ mod tests {
             panic!("{synthetic:?}")
         };
         assert_eq!((glyphs.train_classes, glyphs.modes), (8, 2));
-        assert_eq!(glyphs.test_classes, SyntheticGlyphsConfig::default().test_classes);
+        assert_eq!(
+            glyphs.test_classes,
+            SyntheticGlyphsConfig::default().test_classes
+        );
 
         let omniglot: DatasetConfig =
             toml::from_str("kind = 'omniglot'\npath = 'o.zip'\nalphabets = ['Tagalog']").unwrap();
-        assert!(matches!(omniglot, DatasetConfig::Omniglot { label: OmniglotLabel::Character, .. }));
+        assert!(matches!(
+            omniglot,
+            DatasetConfig::Omniglot {
+                label: OmniglotLabel::Character,
+                ..
+            }
+        ));
 
         let err = toml::from_str::<DatasetConfig>("kind = 'cub'\npath = 'x'\nsplit = 'train'")
             .unwrap_err()
@@ -275,6 +313,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `classes`"), "{err}");
+    }
+
+    #[test]
+    fn a_bare_path_is_read_as_the_user_means() {
+        let synthetic = DataConfig::default().dataset;
+        assert_eq!(
+            synthetic.for_path(Path::new("list.CSV")),
+            DatasetConfig::Csv {
+                path: "list.CSV".into(),
+                root: None
+            }
+        );
+        assert_eq!(
+            synthetic.for_path(Path::new("imgs.zip")),
+            DatasetConfig::Folder {
+                path: "imgs.zip".into()
+            }
+        );
+        let omniglot = DatasetConfig::Omniglot {
+            path: "small1.zip".into(),
+            label: OmniglotLabel::Alphabet,
+            alphabets: None,
+        };
+        assert_eq!(
+            omniglot.for_path(Path::new("small2.zip")),
+            DatasetConfig::Omniglot {
+                path: "small2.zip".into(),
+                label: OmniglotLabel::Alphabet,
+                alphabets: None
+            }
+        );
     }
 
     #[test]

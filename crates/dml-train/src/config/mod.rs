@@ -15,12 +15,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use data::{
-    AugmentConfig, BatchConfig, DataConfig, DatasetConfig, ImageConfig, OmniglotLabel, SamplerKind,
-    SplitName,
-};
+pub use data::{BatchConfig, DataConfig, DatasetConfig, SamplerKind};
 pub use loss::{LossConfig, NamedParams};
-pub use model::{BackboneKind, HeadKind, ModelConfig};
+pub use model::ModelConfig;
 pub use optim::{OptimizerConfig, ScheduleConfig};
 pub use overrides::Override;
 pub use training::{

@@ -175,12 +175,19 @@ impl EvalConfig {
             for (field, value) in [
                 ("eval.episodes.ways", episodes.ways),
                 ("eval.episodes.shots", episodes.shots),
-                ("eval.episodes.queries_per_class", episodes.queries_per_class),
+                (
+                    "eval.episodes.queries_per_class",
+                    episodes.queries_per_class,
+                ),
                 ("eval.episodes.episodes", episodes.episodes),
             ] {
                 check(value >= 1, field, "must be at least 1")?;
             }
-            check(episodes.ways >= 2, "eval.episodes.ways", "must be at least 2")?;
+            check(
+                episodes.ways >= 2,
+                "eval.episodes.ways",
+                "must be at least 2",
+            )?;
         }
         let keys = self.metric_keys();
         check(

@@ -1,0 +1,97 @@
+//! `dml run`: train, embed and evaluate in one command.
+//!
+//! The held-out split is evaluated with the initial network, the network is trained (as
+//! `dml train`), the held-out split is embedded with the best checkpoint into
+//! `<run>/embeddings/test.npy` (labels and paths beside it) and evaluated again; a table
+//! shows the metrics before and after. Without arguments this is the README's main job: the
+//! small convnet on the built-in synthetic glyphs.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::tensor::Device;
+use dml_train::checkpoint::Checkpoint;
+use dml_train::components::model::build_model;
+use dml_train::export::write_embeddings;
+use dml_train::run::{Assembled, model_from_checkpoint, train};
+use dml_train::task::Metrics;
+use dml_train::trainer::RunPaths;
+
+use super::train::{ConfigArgs, Progress, apply_threads, format_metrics};
+
+/// Arguments of `dml run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// Runs `dml run`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config.resolve()?;
+    if args.config.dry_run() {
+        println!("{}", config.to_json());
+        return Ok(());
+    }
+    apply_threads(&config);
+    let started = Instant::now();
+    let assembled = Assembled::open(&config)?;
+    let plain = Device::flex();
+    let keys = config.eval.metric_keys();
+    let evaluate = |model| -> anyhow::Result<_> {
+        assembled
+            .evaluate(model, &plain)?
+            .context("dml run evaluates on a held-out split: set data.test, or use a dataset with one")
+    };
+    // The weights training starts from: the same seed builds the same network.
+    let (_, before) = evaluate(&build_model(&config, &plain, true)?)?;
+    eprintln!("before training: {}", format_metrics(&before, &keys));
+
+    let mut progress = Progress::new(&config);
+    let outcome = train(&config, &assembled, &Device::flex().autodiff(), false, &mut progress)?;
+    progress.finish();
+
+    let paths = RunPaths::new(&config.out);
+    let chosen = if paths.best_checkpoint.exists() {
+        &paths.best_checkpoint
+    } else {
+        &paths.last_checkpoint
+    };
+    let model = model_from_checkpoint(&Checkpoint::read(chosen)?, &plain)?;
+    let (split, after) = evaluate(&model)?;
+    let folder = config.out.join("embeddings");
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let files = write_embeddings(
+        &folder.join("test.npy"),
+        &split.embeddings,
+        &split.class_names,
+        &split.paths,
+    )?;
+
+    print_table(&keys, &before, &after);
+    println!(
+        "trained {} epochs ({} steps) in {:.1} s; after = {}",
+        outcome.state.epoch,
+        outcome.state.step,
+        started.elapsed().as_secs_f64(),
+        chosen.display()
+    );
+    println!(
+        "embeddings: {} ({} x {}; labels {}, paths {})",
+        files.embeddings.display(),
+        split.embeddings.len(),
+        split.embeddings.dim,
+        files.labels.display(),
+        files.paths.display()
+    );
+    Ok(())
+}
+
+fn print_table(keys: &[String], before: &Metrics, after: &Metrics) {
+    println!("{:<14} {:>8} {:>8}", "metric", "before", "after");
+    for key in keys {
+        let cell = |m: &Metrics| m.get(key).map_or("-".to_owned(), |v| format!("{v:.4}"));
+        println!("{key:<14} {:>8} {:>8}", cell(before), cell(after));
+    }
+}

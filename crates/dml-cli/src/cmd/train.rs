@@ -1,0 +1,392 @@
+//! `dml train`: train an embedding network as a TOML run configuration says, in a run folder
+//! (config.json, metrics.jsonl, checkpoints/, summary.json), or resume a killed run exactly.
+//!
+//! Every configuration field can be set with `--set key.path=value`; the common ones also
+//! have their own flag. Flags apply on top of the file, `--set` first.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use burn::tensor::Device;
+use dml_train::config::{Override, RunConfig};
+use dml_train::observer::{CheckpointKind, Control, Event, Observer};
+use dml_train::run::{Assembled, train};
+use dml_train::state::{RunStatus, TrainerState};
+use dml_train::task::Metrics;
+use dml_train::trainer::RunPaths;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `dml train`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Continue the run in this folder from its last checkpoint.
+    ///
+    /// The run's own config.json is used; the result is identical to a run
+    /// that was never interrupted.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ConfigArgs::IDS)]
+    resume: Option<PathBuf>,
+}
+
+/// The run configuration: a TOML file, `--set` overrides and the dedicated flags. Shared by
+/// `dml train` and `dml run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// Run configuration (TOML). Default: the built-in synthetic glyphs job.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Set any configuration field, e.g. --set optimizer.kind=sgd.
+    ///
+    /// KEY is the dotted path of the field as in the TOML file; VALUE is a
+    /// TOML value (numbers, true/false, [lists], "strings") or, if it is not
+    /// one, a plain string. Setting a `kind` starts that section from the
+    /// new kind's defaults. Repeatable; applied in order.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Epochs to train (train.epochs).
+    #[arg(long, value_name = "NUM")]
+    epochs: Option<usize>,
+    /// Stop after this many optimizer steps (train.max_steps).
+    #[arg(long, value_name = "NUM")]
+    max_steps: Option<u64>,
+    /// Peak learning rate (optimizer.lr).
+    #[arg(long, value_name = "LR")]
+    lr: Option<f64>,
+    /// Optimizer: sgd, adam, adamw or rmsprop (optimizer.kind).
+    #[arg(long, value_name = "NAME")]
+    optimizer: Option<String>,
+    /// Images per batch, P x K: sets P = NUM / K (data.batch.classes_per_batch).
+    #[arg(long, value_name = "NUM")]
+    batch_size: Option<usize>,
+    /// Classes per batch, P (data.batch.classes_per_batch).
+    #[arg(long, value_name = "NUM")]
+    classes_per_batch: Option<usize>,
+    /// Samples per class in a batch, K (data.batch.samples_per_class).
+    #[arg(long, value_name = "NUM")]
+    samples_per_class: Option<usize>,
+    /// Loss, by its pytorch-metric-learning class name, with its default
+    /// parameters (loss.name; loss.params are cleared: add --set loss.params.X=V).
+    #[arg(long, value_name = "NAME")]
+    loss: Option<String>,
+    /// Miner by class name with default parameters, or `none` (loss.miner).
+    #[arg(long, value_name = "NAME")]
+    miner: Option<String>,
+    /// Embedding size (model.embedding_dim).
+    #[arg(long, value_name = "NUM")]
+    embedding_dim: Option<usize>,
+    /// Seed of every random choice (seed).
+    #[arg(long, value_name = "NUM")]
+    seed: Option<u64>,
+    /// Run folder (out).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Training data: a .csv list, an image folder or .zip, or the path of
+    /// the configured dataset kind (data.dataset).
+    #[arg(long, value_name = "PATH")]
+    data: Option<PathBuf>,
+    /// Print the resolved configuration (JSON) and exit.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl ConfigArgs {
+    /// Argument ids that define a configuration (they conflict with `--resume`).
+    const IDS: [&'static str; 16] = [
+        "config",
+        "set",
+        "epochs",
+        "max_steps",
+        "lr",
+        "optimizer",
+        "batch_size",
+        "classes_per_batch",
+        "samples_per_class",
+        "loss",
+        "miner",
+        "embedding_dim",
+        "seed",
+        "out",
+        "data",
+        "dry_run",
+    ];
+
+    /// The resolved, validated configuration.
+    pub fn resolve(&self) -> anyhow::Result<RunConfig> {
+        let (text, origin) = match &self.config {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "(defaults)".to_owned()),
+        };
+        let overrides = self
+            .set
+            .iter()
+            .map(|text| Override::parse(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        overrides.extend(self.flag_overrides());
+        let mut config = RunConfig::resolve(&text, &origin, &overrides)?;
+        if let Some(path) = &self.data {
+            config.data.dataset = config.data.dataset.for_path(path);
+        }
+        if self.miner.as_deref() == Some("none") {
+            config.loss.miner = None;
+        }
+        if let Some(batch_size) = self.batch_size {
+            config.set_batch_size(batch_size)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn flag_overrides(&self) -> Vec<Override> {
+        let mut out = Vec::new();
+        // `optimizer.kind` first: a new kind starts its section afresh, then `lr` applies.
+        if let Some(kind) = &self.optimizer {
+            out.push(Override::new("optimizer.kind", kind.as_str()));
+        }
+        let numbers = [
+            ("optimizer.lr", self.lr.map(toml_float)),
+            ("train.epochs", self.epochs.map(toml_int)),
+            ("train.max_steps", self.max_steps.map(toml_int)),
+            ("data.batch.classes_per_batch", self.classes_per_batch.map(toml_int)),
+            ("data.batch.samples_per_class", self.samples_per_class.map(toml_int)),
+            ("model.embedding_dim", self.embedding_dim.map(toml_int)),
+            ("seed", self.seed.map(toml_int)),
+        ];
+        for (key, value) in numbers {
+            if let Some(value) = value {
+                out.push(value.into_override(key));
+            }
+        }
+        if let Some(dir) = &self.out {
+            out.push(Override::new("out", dir.display().to_string()));
+        }
+        let no_params = || std::collections::BTreeMap::<String, i64>::new();
+        if let Some(name) = &self.loss {
+            out.push(Override::new("loss.name", name.as_str()));
+            out.push(Override::new("loss.params", no_params()));
+        }
+        if let Some(name) = self.miner.as_ref().filter(|n| *n != "none") {
+            out.push(Override::new("loss.miner.name", name.as_str()));
+            out.push(Override::new("loss.miner.params", no_params()));
+        }
+        out
+    }
+
+    /// `--dry-run` was given.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
+/// A flag's number, as the TOML value it sets.
+enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    fn into_override(self, key: &str) -> Override {
+        match self {
+            Number::Int(v) => Override::new(key, v),
+            Number::Float(v) => Override::new(key, v),
+        }
+    }
+}
+
+fn toml_int(v: impl TryInto<i64>) -> Number {
+    // Counts and seeds beyond i64 (TOML's integer range) saturate; validation reports them.
+    Number::Int(v.try_into().unwrap_or(i64::MAX))
+}
+
+fn toml_float(v: f64) -> Number {
+    Number::Float(v)
+}
+
+/// Applies `threads` from the configuration when `--threads` did not set the pool already.
+pub fn apply_threads(config: &RunConfig) {
+    if let Some(threads) = config.threads {
+        // Fails only if the global pool exists, i.e. `--threads` was given: that one wins.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
+    }
+}
+
+/// Runs `dml train`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (config, resume) = match &args.resume {
+        Some(dir) => {
+            let path = RunPaths::new(dir).config;
+            let json = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut config = RunConfig::from_json(&json, &path.display().to_string())?;
+            // The folder may have moved since the run started.
+            config.out = dir.clone();
+            (config, true)
+        }
+        None => (args.config.resolve()?, false),
+    };
+    if args.config.dry_run() {
+        println!("{}", config.to_json());
+        return Ok(());
+    }
+    apply_threads(&config);
+    let started = Instant::now();
+    let assembled = Assembled::open(&config)?;
+    let mut progress = Progress::new(&config);
+    let device = Device::flex().autodiff();
+    let outcome = train(&config, &assembled, &device, resume, &mut progress)?;
+    progress.finish();
+    print_summary(&outcome.state, &RunPaths::new(&config.out), started.elapsed());
+    Ok(())
+}
+
+/// Renders trainer events: a progress bar with loss and images/s on stderr (hidden when
+/// stderr is not a terminal) and one line per evaluation.
+pub struct Progress {
+    bar: ProgressBar,
+    monitor: String,
+    keys: Vec<String>,
+}
+
+impl Progress {
+    /// A renderer for a run of `config`.
+    pub fn new(config: &RunConfig) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}",
+            )
+            .expect("the template is valid"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress {
+            bar,
+            monitor: config.eval.monitor.clone(),
+            keys: config.eval.metric_keys(),
+        }
+    }
+
+    fn line(&self, text: String) {
+        self.bar.suspend(|| eprintln!("{text}"));
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for Progress {
+    fn on_event(&mut self, event: &Event<'_>) -> Control {
+        match event {
+            Event::Started {
+                start_step,
+                total_steps,
+            } => {
+                self.bar.set_length(*total_steps);
+                self.bar.set_position(*start_step);
+                if *start_step > 0 {
+                    self.line(format!("resumed at step {start_step} of {total_steps}"));
+                }
+            }
+            Event::Step(report) => {
+                self.bar.set_position(report.step);
+                self.bar.set_message(format!(
+                    "epoch {}  loss {:.4}  lr {:.2e}  {:.0} img/s",
+                    report.epoch + 1,
+                    report.loss,
+                    report.lr,
+                    report.images_per_sec
+                ));
+            }
+            Event::EpochEnd { epoch, mean_loss } => {
+                self.line(format!("epoch {:>3}  mean loss {mean_loss:.4}", epoch + 1));
+            }
+            Event::Evaluated {
+                evaluation,
+                improved,
+            } => {
+                let values = format_metrics(&evaluation.metrics, &self.keys);
+                let mark = if *improved {
+                    format!("  (best {})", self.monitor)
+                } else {
+                    String::new()
+                };
+                self.line(format!("eval after {} epochs: {values}{mark}", evaluation.epochs));
+            }
+            Event::CheckpointWritten { kind, path } => {
+                if *kind == CheckpointKind::Best {
+                    self.bar.set_message(format!("saved {}", path.display()));
+                }
+            }
+            Event::EarlyStopped { best } => {
+                self.line(format!(
+                    "early stop: {} has not improved on {:.4} (after {} epochs)",
+                    best.metric, best.value, best.epochs
+                ));
+            }
+            _ => {}
+        }
+        Control::Continue
+    }
+}
+
+/// `recall@1 0.8123  nmi 0.6012 ...` in report order.
+pub fn format_metrics(metrics: &Metrics, keys: &[String]) -> String {
+    keys.iter()
+        .filter_map(|key| metrics.get(key).map(|v| format!("{key} {v:.4}")))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+fn print_summary(state: &TrainerState, paths: &RunPaths, elapsed: Duration) {
+    let status = match state.status {
+        RunStatus::Finished => "finished",
+        RunStatus::EarlyStopped => "stopped early",
+        RunStatus::Running => "interrupted",
+    };
+    println!(
+        "{status}: {} epochs, {} steps in {:.1} s",
+        state.epoch,
+        state.step,
+        elapsed.as_secs_f64()
+    );
+    if let Some(best) = &state.best {
+        println!(
+            "best {} = {:.4} after {} epochs ({})",
+            best.metric,
+            best.value,
+            best.epochs,
+            paths.best_checkpoint.display()
+        );
+    }
+    if let Some(last) = state.last_evaluation() {
+        let keys: Vec<String> = last.metrics.keys().cloned().collect();
+        println!("last evaluation: {}", format_metrics(&last.metrics, &keys));
+    }
+    println!("run folder: {}", paths.dir.display());
+}
+
+/// A checkpoint file, or for a run folder its best checkpoint (its last if it has no best).
+pub fn checkpoint_file(path: &Path) -> anyhow::Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_owned());
+    }
+    let paths = RunPaths::new(path);
+    [paths.best_checkpoint, paths.last_checkpoint.clone()]
+        .into_iter()
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "{} is a folder without checkpoints (looked for {})",
+                path.display(),
+                paths.last_checkpoint.display()
+            )
+        })
+}
