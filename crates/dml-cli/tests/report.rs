@@ -52,7 +52,14 @@ fn record(loss: &str, seed: u64, recall: f64, with_embeddings: bool) -> serde_js
 fn write_results(dir: &Path) -> std::path::PathBuf {
     let (n, d) = (60usize, 4usize);
     let values: Vec<f32> = (0..n * d)
-        .map(|k| ((k * 37 % 11) as f32) * 0.01 + if k % d == 0 { 5.0 * ((k / d) % 3) as f32 } else { 0.0 })
+        .map(|k| {
+            ((k * 37 % 11) as f32) * 0.01
+                + if k % d == 0 {
+                    5.0 * ((k / d) % 3) as f32
+                } else {
+                    0.0
+                }
+        })
         .collect();
     write_npy_f32(&dir.join("emb.npy"), n, d, &values);
     let labels: String = (0..n).map(|i| format!("class{}\n", i % 3)).collect();
@@ -116,12 +123,20 @@ fn report_warns_about_an_unfinished_last_line_and_still_reports() {
     text.push_str("{\"run_id\": \"glyphs-4modes/angular/lr0.001/20x6/se");
     std::fs::write(&results, text).unwrap();
     let out = dir.path().join("report");
-    let o = dml(&["report", results.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = dml(&[
+        "report",
+        results.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("ignored unfinished line 7"), "{stderr}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("Line 7 of `results.jsonl` is an unfinished record"), "{md}");
+    assert!(
+        md.contains("Line 7 of `results.jsonl` is an unfinished record"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -130,11 +145,19 @@ fn report_on_a_bad_results_file_is_one_error_line_naming_it() {
     let results = dir.path().join("results.jsonl");
     std::fs::write(&results, "not json\n{}\n").unwrap();
     let out = dir.path().join("report");
-    let o = dml(&["report", results.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = dml(&[
+        "report",
+        results.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.starts_with("dml: error:"), "{stderr}");
-    assert!(stderr.contains("results.jsonl:1: not a run record"), "{stderr}");
+    assert!(
+        stderr.contains("results.jsonl:1: not a run record"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 
     let o = dml(&["report", "missing.jsonl", "--out", out.to_str().unwrap()]);

@@ -257,31 +257,36 @@ fn relevant_keys(
     relevant
 }
 
-/// One query's relevant items (sorted best first) and, for each, how many other-label items
-/// were found just ahead of it: `beaten[p]` counts candidates better than relevant items
-/// `p..` but not `..p`.
+/// Up to this many relevant items, a candidate's place among them is found by a vectorised
+/// count rather than a binary search.
+const LINEAR_COUNT: usize = 64;
+
+/// One query's relevant items (sorted best first, as parallel key / index arrays) and, for
+/// each, how many other-label items were found just ahead of it: `beaten[p]` counts candidates
+/// better than relevant items `p..` but not `..p`.
 struct RankSink<'a> {
     label: u32,
     reference_labels: &'a [u32],
-    relevant: Box<[Candidate]>,
+    keys: Box<[f32]>,
+    indices: Box<[u32]>,
     beaten: Box<[u32]>,
 }
 
 impl<'a> RankSink<'a> {
     fn new(label: u32, reference_labels: &'a [u32], relevant: Box<[Candidate]>) -> Self {
-        let beaten = vec![0; relevant.len() + 1].into_boxed_slice();
         Self {
             label,
             reference_labels,
-            relevant,
-            beaten,
+            keys: relevant.iter().map(|c| c.key).collect(),
+            indices: relevant.iter().map(|c| c.index).collect(),
+            beaten: vec![0; relevant.len() + 1].into_boxed_slice(),
         }
     }
 
     /// 1-based rank of each relevant item in the full ranking, best first.
     fn ranks(&self) -> Vec<u64> {
         let mut ahead = 0u64;
-        (0..self.relevant.len())
+        (0..self.keys.len())
             .map(|t| {
                 ahead += u64::from(self.beaten[t]);
                 t as u64 + 1 + ahead
@@ -292,15 +297,25 @@ impl<'a> RankSink<'a> {
 
 impl Sink for RankSink<'_> {
     fn bound(&self) -> f32 {
-        self.relevant.last().map_or(f32::NEG_INFINITY, |c| c.key)
+        self.keys.last().copied().unwrap_or(f32::NEG_INFINITY)
     }
 
+    #[inline]
     fn offer(&mut self, key: f32, index: u32) {
         if self.reference_labels[index as usize] == self.label {
             return;
         }
-        let candidate = Candidate { key, index };
-        let p = self.relevant.partition_point(|r| *r < candidate);
+        // Relevant items ahead of the candidate: smaller keys, then equal keys with lower
+        // indices (the order they are sorted in).
+        let keys = &self.keys;
+        let mut p = if keys.len() <= LINEAR_COUNT {
+            keys.iter().map(|&k| usize::from(k < key)).sum()
+        } else {
+            keys.partition_point(|&k| k < key)
+        };
+        while p < keys.len() && keys[p] == key && self.indices[p] < index {
+            p += 1;
+        }
         self.beaten[p] += 1;
     }
 }

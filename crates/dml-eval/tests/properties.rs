@@ -54,10 +54,10 @@ fn oracle(
     let mut hits = vec![0.0; ks.len()];
     let mut sums = [0.0; 5];
     let mut non_lone = 0.0;
-    for i in 0..q.rows() {
+    for (i, &label) in ql.iter().enumerate() {
         let rel: Vec<bool> = ranking(q, r, loo, i)
             .iter()
-            .map(|&j| rl[j] == ql[i])
+            .map(|&j| rl[j] == label)
             .collect();
         let big_r = rel.iter().filter(|&&x| x).count();
         for (h, &k) in hits.iter_mut().zip(ks) {

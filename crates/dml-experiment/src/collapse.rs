@@ -30,7 +30,7 @@ impl Spread {
     /// rows or a length that is not a multiple of `dim`. O(n² d): meant for evaluation sets of
     /// a few thousand points.
     pub fn of(embeddings: &[f32], dim: usize) -> Option<Self> {
-        if dim == 0 || embeddings.len() % dim != 0 || embeddings.len() / dim < 2 {
+        if dim == 0 || !embeddings.len().is_multiple_of(dim) || embeddings.len() / dim < 2 {
             return None;
         }
         let rows: Vec<&[f32]> = embeddings.chunks_exact(dim).collect();

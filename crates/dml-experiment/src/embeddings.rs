@@ -79,7 +79,11 @@ fn read_vectors(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
     let npy = open_npy(path)?;
     let (n, dim) = match *npy.shape() {
         [n, d] => (n as usize, d as usize),
-        ref other => return Err(format!("expected a 2-D array [n, d], found shape {other:?}")),
+        ref other => {
+            return Err(format!(
+                "expected a 2-D array [n, d], found shape {other:?}"
+            ));
+        }
     };
     if npy.order() != npyz::Order::C {
         return Err("expected C (row-major) order, found Fortran order".to_owned());
@@ -100,7 +104,10 @@ fn read_labels(path: &Path) -> Result<Vec<String>, String> {
     if path.extension().is_some_and(|e| e == "npy") {
         let npy = open_npy(path)?;
         if npy.shape().len() != 1 {
-            return Err(format!("expected a 1-D array, found shape {:?}", npy.shape()));
+            return Err(format!(
+                "expected a 1-D array, found shape {:?}",
+                npy.shape()
+            ));
         }
         return read_ints(npy).map(|v| v.iter().map(ToString::to_string).collect());
     }
@@ -164,7 +171,11 @@ mod tests {
     #[test]
     fn loads_npy_vectors_with_npy_or_text_labels() {
         let dir = tempfile::tempdir().unwrap();
-        write_f32(&dir.path().join("e.npy"), &[1., 2., 3., 4., 5., 6.], &[3, 2]);
+        write_f32(
+            &dir.path().join("e.npy"),
+            &[1., 2., 3., 4., 5., 6.],
+            &[3, 2],
+        );
         write_i32(&dir.path().join("l.npy"), &[7, 3, 7]);
         std::fs::write(dir.path().join("l.txt"), "cat\ndog\ncat\n").unwrap();
         let e = load("r", dir.path(), &files("e.npy", "l.npy")).unwrap();
@@ -181,13 +192,24 @@ mod tests {
         write_f32(&dir.path().join("e.npy"), &[1., 2., 3., 4.], &[2, 2]);
         write_f32(&dir.path().join("flat.npy"), &[1., 2.], &[2]);
         std::fs::write(dir.path().join("l.txt"), "a\nb\nc\n").unwrap();
-        let msg = load("run-1", dir.path(), &files("e.npy", "l.txt")).unwrap_err().to_string();
-        assert!(msg.contains("run `run-1`") && msg.contains("3 labels for 2"), "{msg}");
-        let msg = load("r", dir.path(), &files("flat.npy", "l.txt")).unwrap_err().to_string();
+        let msg = load("run-1", dir.path(), &files("e.npy", "l.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("run `run-1`") && msg.contains("3 labels for 2"),
+            "{msg}"
+        );
+        let msg = load("r", dir.path(), &files("flat.npy", "l.txt"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("flat.npy") && msg.contains("2-D"), "{msg}");
-        let msg = load("r", dir.path(), &files("e.npy", "e.npy")).unwrap_err().to_string();
+        let msg = load("r", dir.path(), &files("e.npy", "e.npy"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("1-D"), "{msg}");
-        let msg = load("r", dir.path(), &files("missing.npy", "l.txt")).unwrap_err().to_string();
+        let msg = load("r", dir.path(), &files("missing.npy", "l.txt"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("missing.npy"), "{msg}");
     }
 }

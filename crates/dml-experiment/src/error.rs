@@ -38,7 +38,9 @@ pub enum Error {
         source: toml::de::Error,
     },
     /// The plan's `base` is neither a path nor a table.
-    #[error("plan field `base` must be a path to a TOML run config or an inline table, found a {found}")]
+    #[error(
+        "plan field `base` must be a path to a TOML run config or an inline table, found a {found}"
+    )]
     BaseKind {
         /// The TOML type found instead.
         found: &'static str,
@@ -50,7 +52,9 @@ pub enum Error {
         name: String,
     },
     /// An entry name is empty or has characters that do not belong in a run id or file name.
-    #[error("{axis} entry `{name}`: names must be non-empty and use only letters, digits, `-`, `_` and `.`")]
+    #[error(
+        "{axis} entry `{name}`: names must be non-empty and use only letters, digits, `-`, `_` and `.`"
+    )]
     EntryName {
         /// The axis the entry belongs to.
         axis: Axis,
@@ -88,7 +92,9 @@ pub enum Error {
         value: f64,
     },
     /// A batch shape that is not `PxK` with positive integers.
-    #[error("grid.batches: `{value}` is not a batch shape `PxK` (P classes x K samples, both >= 1)")]
+    #[error(
+        "grid.batches: `{value}` is not a batch shape `PxK` (P classes x K samples, both >= 1)"
+    )]
     BatchShape {
         /// The offending value.
         value: String,
@@ -122,7 +128,9 @@ pub enum Error {
         origin: OverrideSource,
     },
     /// The caller's check (for example "is this a valid trainer config") rejected a run.
-    #[error("run `{run_id}` (dataset entry `{dataset}`, loss entry `{loss}`) is not a valid run: {source}")]
+    #[error(
+        "run `{run_id}` (dataset entry `{dataset}`, loss entry `{loss}`) is not a valid run: {source}"
+    )]
     RunRejected {
         /// The run's id.
         run_id: String,
@@ -132,6 +140,24 @@ pub enum Error {
         loss: String,
         /// Why the check rejected it.
         source: BoxError,
+    },
+    /// The trainer failed on a run; runs finished before it stay recorded.
+    #[error("run `{run_id}` failed: {source}")]
+    RunFailed {
+        /// The run's id.
+        run_id: String,
+        /// The trainer's error.
+        source: BoxError,
+    },
+    /// The results folder holds runs of a different plan.
+    #[error("{}: holds runs of plan `{found}`, not of plan `{expected}`; use another folder", path.display())]
+    PlanMismatch {
+        /// The results file.
+        path: PathBuf,
+        /// The plan name found there.
+        found: String,
+        /// The plan being run.
+        expected: String,
     },
     /// A results line that is not a valid run record (and not a truncated last line).
     #[error("{}:{line}: not a run record: {source}", path.display())]

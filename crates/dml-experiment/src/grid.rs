@@ -167,7 +167,10 @@ mod tests {
     #[test]
     fn batch_shapes_parse_and_print_round_trip() {
         let b: BatchShape = "20x6".parse().unwrap();
-        assert_eq!((b.classes, b.samples_per_class, b.batch_size()), (20, 6, 120));
+        assert_eq!(
+            (b.classes, b.samples_per_class, b.batch_size()),
+            (20, 6, 120)
+        );
         assert_eq!(b.to_string(), "20x6");
         for bad in ["20", "x6", "0x6", "20x0", "20x6x2", "+2x6", "20 x 6", ""] {
             assert!(bad.parse::<BatchShape>().is_err(), "{bad} parsed");
@@ -183,9 +186,15 @@ mod tests {
             batch: "20x6".parse().unwrap(),
             seed: 1,
         };
-        assert_eq!(axes.run_id(), "glyphs-1mode/triplet-hard/lr0.001/20x6/seed1");
+        assert_eq!(
+            axes.run_id(),
+            "glyphs-1mode/triplet-hard/lr0.001/20x6/seed1"
+        );
         let axes = RunAxes { lr: 3e-4, ..axes };
-        assert_eq!(axes.run_id(), "glyphs-1mode/triplet-hard/lr0.0003/20x6/seed1");
+        assert_eq!(
+            axes.run_id(),
+            "glyphs-1mode/triplet-hard/lr0.0003/20x6/seed1"
+        );
     }
 
     #[test]

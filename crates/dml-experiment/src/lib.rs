@@ -7,6 +7,8 @@
 //! - [`ResultsStore`]: `results.jsonl`, one [`RunRecord`] per finished run, appended with one
 //!   write and an `fsync`; a resumed experiment skips recorded runs, and an unfinished last
 //!   line from a killed run is dropped and reported.
+//! - [`run_experiment`]: runs the grid through a [`RunExecutor`] (the trainer), skipping
+//!   recorded runs, appending each record as its run finishes.
 //! - [`CollapseRule`] and [`Spread`]: when a run counts as collapsed, measured from the spread
 //!   of its embeddings.
 //! - [`write_report`]: `report.md` plus SVG/PNG figures (Recall@1 curves, stability maps,
@@ -48,6 +50,7 @@ pub mod overrides;
 pub mod plan;
 pub mod record;
 mod report;
+pub mod runner;
 pub mod stats;
 pub mod store;
 pub mod tsne;
@@ -58,5 +61,6 @@ pub use grid::{Axis, BatchShape, PlannedRun, RunAxes};
 pub use plan::{Plan, RunCheck};
 pub use record::{CurvePoint, EmbeddingFiles, FinalMetrics, RunRecord};
 pub use report::{ReportOptions, ReportSummary, write_report};
+pub use runner::{ExperimentSummary, Progress, RunExecutor, RunOutcome, run_experiment};
 pub use store::{LoadedResults, ResultsStore, TruncatedTail};
 pub use tsne::TsneConfig;

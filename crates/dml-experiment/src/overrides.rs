@@ -71,7 +71,9 @@ impl fmt::Display for OverrideSource {
             Self::Dataset(name) => write!(f, "dataset entry `{name}`"),
             Self::Loss(name) => write!(f, "loss entry `{name}`"),
             Self::LearningRate => f.write_str("the learning-rate axis (keys.lr)"),
-            Self::Batch => f.write_str("the batch axis (keys.classes_per_batch / keys.samples_per_class)"),
+            Self::Batch => {
+                f.write_str("the batch axis (keys.classes_per_batch / keys.samples_per_class)")
+            }
             Self::Seed => f.write_str("the seed axis (keys.seed)"),
             Self::Budget => f.write_str("the [budget] table"),
         }
@@ -203,12 +205,19 @@ mod tests {
         let src = OverrideSource::Dataset("glyphs".into());
         let err = flatten(&table("\"data..modes\" = 1"), &src).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("dataset entry `glyphs`") && msg.contains("data..modes"), "{msg}");
+        assert!(
+            msg.contains("dataset entry `glyphs`") && msg.contains("data..modes"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn overlapping_keys_from_two_sources_conflict() {
-        let a = flatten(&table("optimizer.lr = 0.1"), &OverrideSource::Loss("l".into())).unwrap();
+        let a = flatten(
+            &table("optimizer.lr = 0.1"),
+            &OverrideSource::Loss("l".into()),
+        )
+        .unwrap();
         let b = vec![Override {
             key: KeyPath::parse("optimizer", &OverrideSource::Budget).unwrap(),
             value: toml::Value::Integer(1),
@@ -216,7 +225,10 @@ mod tests {
         }];
         let all: Vec<Override> = a.into_iter().chain(b).collect();
         let msg = check_disjoint(&all).unwrap_err().to_string();
-        assert!(msg.contains("optimizer.lr") && msg.contains("loss entry `l`"), "{msg}");
+        assert!(
+            msg.contains("optimizer.lr") && msg.contains("loss entry `l`"),
+            "{msg}"
+        );
         assert!(msg.contains("[budget]"), "{msg}");
     }
 
@@ -238,6 +250,9 @@ mod tests {
         let src = OverrideSource::Loss("l".into());
         let o = flatten(&table("loss.margin = 0.2"), &src).unwrap();
         let msg = apply(&base, &o).unwrap_err().to_string();
-        assert!(msg.contains("`loss` in the base config is not a table"), "{msg}");
+        assert!(
+            msg.contains("`loss` in the base config is not a table"),
+            "{msg}"
+        );
     }
 }

@@ -397,11 +397,14 @@ miner.kind = "semihard"
         let plan = parse(PLAN).unwrap();
         let ids: Vec<&str> = plan.runs().iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids.len(), 2 * 2 * 2 * 2 * 2);
-        assert_eq!(&ids[..3], [
-            "one/hard/lr0.001/20x6/seed2",
-            "one/hard/lr0.001/20x6/seed1",
-            "one/hard/lr0.001/8x4/seed2",
-        ]);
+        assert_eq!(
+            &ids[..3],
+            [
+                "one/hard/lr0.001/20x6/seed2",
+                "one/hard/lr0.001/20x6/seed1",
+                "one/hard/lr0.001/8x4/seed2",
+            ]
+        );
         assert_eq!(ids[31], "four/semi/lr0.01/8x4/seed1");
         let again = parse(PLAN).unwrap();
         assert_eq!(plan.runs(), again.runs());
@@ -427,14 +430,23 @@ miner.kind = "semihard"
 
     #[test]
     fn unknown_entry_is_named_with_the_known_ones() {
-        let msg = err(&PLAN.replace(r#"losses = ["hard", "semi"]"#, r#"losses = ["hard", "tripplet"]"#));
-        assert!(msg.contains("grid.losses names loss entry `tripplet`"), "{msg}");
+        let msg = err(&PLAN.replace(
+            r#"losses = ["hard", "semi"]"#,
+            r#"losses = ["hard", "tripplet"]"#,
+        ));
+        assert!(
+            msg.contains("grid.losses names loss entry `tripplet`"),
+            "{msg}"
+        );
         assert!(msg.contains("hard, semi"), "{msg}");
     }
 
     #[test]
     fn duplicate_and_empty_axes_are_named() {
-        let msg = err(&PLAN.replace(r#"datasets = ["one", "four"]"#, r#"datasets = ["one", "one"]"#));
+        let msg = err(&PLAN.replace(
+            r#"datasets = ["one", "four"]"#,
+            r#"datasets = ["one", "one"]"#,
+        ));
         assert!(msg.contains("grid.datasets lists `one` twice"), "{msg}");
         let msg = err(&PLAN.replace("seeds = [2, 1]", "seeds = [2, 2]"));
         assert!(msg.contains("grid.seeds lists `2` twice"), "{msg}");
@@ -447,7 +459,10 @@ miner.kind = "semihard"
         let msg = err(&PLAN.replace(r#""8x4""#, r#""8by4""#));
         assert!(msg.contains("`8by4`"), "{msg}");
         let msg = err(&PLAN.replace("[1e-3, 1e-2]", "[1e-3, -1.0]"));
-        assert!(msg.contains("-1 is not a positive finite learning rate"), "{msg}");
+        assert!(
+            msg.contains("-1 is not a positive finite learning rate"),
+            "{msg}"
+        );
         let msg = err(&PLAN.replace("[datasets.unused]", "[datasets.\"a b\"]"));
         assert!(msg.contains("dataset entry `a b`"), "{msg}");
         let msg = err(&PLAN.replace("name = \"t\"", "name = \"\""));
@@ -464,7 +479,10 @@ miner.kind = "semihard"
     fn an_entry_setting_an_axis_key_conflicts() {
         let msg = err(&PLAN.replace("miner.kind = \"semihard\"", "optimizer.lr = 0.5"));
         assert!(msg.contains("`optimizer.lr`"), "{msg}");
-        assert!(msg.contains("loss entry `semi`") && msg.contains("learning-rate axis"), "{msg}");
+        assert!(
+            msg.contains("loss entry `semi`") && msg.contains("learning-rate axis"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -478,12 +496,21 @@ miner.kind = "semihard"
         let plan_path = dir.path().join("plan.toml");
         std::fs::write(&plan_path, &text).unwrap();
         let plan = Plan::from_file(&plan_path).unwrap();
-        assert_eq!(plan.base_source(), &BaseSource::File(dir.path().join("base.toml")));
-        assert_eq!(plan.runs()[0].config["optimizer"]["lr"].as_float(), Some(0.001));
+        assert_eq!(
+            plan.base_source(),
+            &BaseSource::File(dir.path().join("base.toml"))
+        );
+        assert_eq!(
+            plan.runs()[0].config["optimizer"]["lr"].as_float(),
+            Some(0.001)
+        );
 
         std::fs::write(dir.path().join("base.toml"), "optimizer = [").unwrap();
         let msg = Plan::from_file(&plan_path).unwrap_err().to_string();
-        assert!(msg.contains("base config") && msg.contains("base.toml"), "{msg}");
+        assert!(
+            msg.contains("base config") && msg.contains("base.toml"),
+            "{msg}"
+        );
         let msg = err(&text.replace("base = \"base.toml\"", "base = 3"));
         assert!(msg.contains("found a integer"), "{msg}");
     }
@@ -499,7 +526,10 @@ miner.kind = "semihard"
         };
         let msg = plan.check(&check).unwrap_err().to_string();
         assert!(msg.contains("run `one/hard/lr0.001/20x6/seed2`"), "{msg}");
-        assert!(msg.contains("loss entry `hard`") && msg.contains("margin 1 is too large"), "{msg}");
+        assert!(
+            msg.contains("loss entry `hard`") && msg.contains("margin 1 is too large"),
+            "{msg}"
+        );
         assert!(plan.check(&|_: &PlannedRun| Ok(())).is_ok());
     }
 }

@@ -111,7 +111,10 @@ mod tests {
         m.recall_at_k.insert(1, Some(0.5));
         m.recall_at_k.insert(4, Some(f64::NAN));
         let json = serde_json::to_string(&m).unwrap();
-        assert!(json.contains(r#""recall_at_k":{"1":0.5,"4":null}"#), "{json}");
+        assert!(
+            json.contains(r#""recall_at_k":{"1":0.5,"4":null}"#),
+            "{json}"
+        );
         let back: FinalMetrics = serde_json::from_str(&json).unwrap();
         assert_eq!(back.recall_at(1), Some(0.5));
         assert_eq!(back.recall_at(4), None);

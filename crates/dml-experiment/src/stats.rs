@@ -28,9 +28,8 @@ impl Summary {
         }
         let n = v.len();
         let mean = v.iter().sum::<f64>() / n as f64;
-        let std = (n > 1).then(|| {
-            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        });
+        let std = (n > 1)
+            .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
         Some(Self {
             n,
             mean,

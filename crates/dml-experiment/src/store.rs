@@ -105,7 +105,11 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
         }
         start = next;
     }
-    let line_count = if truncated_tail.is_some() { line - 1 } else { line };
+    let line_count = if truncated_tail.is_some() {
+        line - 1
+    } else {
+        line
+    };
     Ok(Parsed {
         loaded: LoadedResults {
             records,
@@ -278,7 +282,10 @@ mod tests {
         let mut store = ResultsStore::open(&path).unwrap();
         store.append(record(1)).unwrap();
         let msg = store.append(record(1)).unwrap_err().to_string();
-        assert!(msg.contains("already recorded on line 1") && msg.contains(":2:"), "{msg}");
+        assert!(
+            msg.contains("already recorded on line 1") && msg.contains(":2:"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -337,7 +344,10 @@ mod tests {
         let one = serde_json::to_string(&record(1)).unwrap();
         std::fs::write(&path, format!("{one}\n\n{one}\n")).unwrap();
         let msg = load(&path).unwrap_err().to_string();
-        assert!(msg.contains(":3:") && msg.contains("already recorded on line 1"), "{msg}");
+        assert!(
+            msg.contains(":3:") && msg.contains("already recorded on line 1"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Default for TsneConfig {
 /// Needs at least 4 points, finite values, `theta > 0` and `perplexity >= 1`.
 pub fn embed_2d(vectors: &[f32], dim: usize, config: &TsneConfig) -> Result<Vec<[f32; 2]>> {
     let bad = |reason: String| Error::Tsne { reason };
-    if dim == 0 || vectors.len() % dim != 0 {
+    if dim == 0 || !vectors.len().is_multiple_of(dim) {
         return Err(bad(format!(
             "{} values do not form rows of dimension {dim}",
             vectors.len()
@@ -149,7 +149,7 @@ impl Affinities {
                 entries.push((nb.index, i, v));
             }
         }
-        entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        entries.sort_unstable_by_key(|a| (a.0, a.1));
         let mut row_start = vec![0usize; n + 1];
         let mut columns = Vec::with_capacity(entries.len());
         let mut values: Vec<f64> = Vec::with_capacity(entries.len());
@@ -208,10 +208,18 @@ fn conditional_row(row: &[Neighbor], perplexity: f64) -> Vec<f64> {
         }
         if entropy > target {
             lo = beta;
-            beta = if hi.is_finite() { (beta + hi) / 2.0 } else { beta * 2.0 };
+            beta = if hi.is_finite() {
+                (beta + hi) / 2.0
+            } else {
+                beta * 2.0
+            };
         } else {
             hi = beta;
-            beta = if lo.is_finite() { (beta + lo) / 2.0 } else { beta / 2.0 };
+            beta = if lo.is_finite() {
+                (beta + lo) / 2.0
+            } else {
+                beta / 2.0
+            };
         }
     }
     let sum: f64 = p.iter().sum();
@@ -346,7 +354,9 @@ impl QuadTree {
 /// Gradient descent with momentum and gains; returns the final embedding.
 fn optimise(p: &Affinities, n: usize, config: &TsneConfig) -> Vec<[f64; 2]> {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut y: Vec<[f64; 2]> = (0..n).map(|_| [gaussian(&mut rng), gaussian(&mut rng)]).collect();
+    let mut y: Vec<[f64; 2]> = (0..n)
+        .map(|_| [gaussian(&mut rng), gaussian(&mut rng)])
+        .collect();
     for point in &mut y {
         point[0] *= 1e-4;
         point[1] *= 1e-4;
@@ -501,25 +511,46 @@ mod tests {
         assert_eq!(a, b);
         let c = embed_2d(&v, 10, &TsneConfig { seed: 9, ..config }).unwrap();
         assert_ne!(a, c);
-        let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let d = one_thread.install(|| embed_2d(&v, 10, &config)).unwrap();
         assert_eq!(a, d, "the map depends on the thread count");
     }
 
     #[test]
     fn identical_points_give_finite_output() {
-        let points = embed_2d(&[1.0; 40], 4, &TsneConfig { iterations: 50, ..TsneConfig::default() }).unwrap();
+        let points = embed_2d(
+            &[1.0; 40],
+            4,
+            &TsneConfig {
+                iterations: 50,
+                ..TsneConfig::default()
+            },
+        )
+        .unwrap();
         assert!(points.iter().flatten().all(|x| x.is_finite()));
     }
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         let c = TsneConfig::default();
-        assert!(embed_2d(&[0.0; 6], 2, &c).unwrap_err().to_string().contains("at least 4"));
+        assert!(
+            embed_2d(&[0.0; 6], 2, &c)
+                .unwrap_err()
+                .to_string()
+                .contains("at least 4")
+        );
         assert!(embed_2d(&[0.0; 7], 2, &c).is_err());
         let mut v = vec![0.5; 20];
         v[13] = f32::NAN;
-        assert!(embed_2d(&v, 2, &c).unwrap_err().to_string().contains("point 6"));
+        assert!(
+            embed_2d(&v, 2, &c)
+                .unwrap_err()
+                .to_string()
+                .contains("point 6")
+        );
         let c = TsneConfig { theta: 0.0, ..c };
         assert!(embed_2d(&[0.0; 20], 2, &c).is_err());
     }

@@ -15,6 +15,7 @@ use dml_losses::loss::{
     AngularLoss, AngularMcLoss, ContrastiveLoss, GeneralizedLiftedStructureLoss,
     LiftedStructureLoss, MultiSimilarityLoss, NPairAngularLoss, NPairsLoss, TripletMarginLoss,
 };
+use dml_losses::loss::{CircleLoss, MarginLoss, NTXentLoss, SupConLoss};
 use dml_losses::miner::{
     BatchHardMiner, MultiSimilarityMiner, SemiHardMiner, TripletMarginMiner, TripletType,
 };
@@ -33,6 +34,9 @@ pub struct Case {
     pub permutation_invariant: bool,
     /// Unchanged when every embedding is scaled by a positive factor.
     pub scale_invariant: bool,
+    /// The kernel's gradient is the derivative of its loss (false for CircleLoss, whose
+    /// gradient treats PML's detached weights as constants).
+    pub exact_gradient: bool,
 }
 
 fn case(
@@ -46,6 +50,7 @@ fn case(
         loss,
         permutation_invariant,
         scale_invariant,
+        exact_gradient: true,
     }
 }
 
@@ -248,6 +253,84 @@ pub fn cases() -> Vec<Case> {
                     .into(),
                 Reducer::Mean,
             ),
+            true,
+            true,
+        ),
+        case(
+            "nt-xent",
+            ml(
+                NTXentLoss::new(Distance::Cosine, 0.1).unwrap().into(),
+                Reducer::Mean,
+            ),
+            true,
+            true,
+        ),
+        case(
+            "nt-xent raw Lp + TF semi-hard",
+            ml(NTXentLoss::new(raw, 0.5).unwrap().into(), Reducer::Mean)
+                .with_miner(SemiHardMiner::new(lp)),
+            true,
+            false,
+        ),
+        case(
+            "supcon",
+            ml(
+                SupConLoss::new(Distance::Cosine, 0.1).unwrap().into(),
+                Reducer::AvgNonZero,
+            ),
+            true,
+            true,
+        ),
+        case(
+            "supcon + miner (fused)",
+            ml(
+                SupConLoss::new(Distance::Cosine, 0.5).unwrap().into(),
+                Reducer::Mean,
+            )
+            .with_miner(MultiSimilarityMiner::new(Distance::Cosine, 0.1).unwrap()),
+            true,
+            true,
+        ),
+        Case {
+            exact_gradient: false,
+            ..case(
+                "circle",
+                ml(
+                    CircleLoss::new(Distance::Cosine, 0.25, 32.0)
+                        .unwrap()
+                        .into(),
+                    Reducer::AvgNonZero,
+                ),
+                true,
+                true,
+            )
+        },
+        Case {
+            exact_gradient: false,
+            ..case(
+                "circle + miner (fused)",
+                ml(
+                    CircleLoss::new(Distance::Cosine, 0.4, 80.0).unwrap().into(),
+                    Reducer::AvgNonZero,
+                )
+                .with_miner(MultiSimilarityMiner::new(Distance::Cosine, 0.1).unwrap()),
+                true,
+                true,
+            )
+        },
+        case(
+            "margin",
+            ml(
+                MarginLoss::new(lp, 0.2, 1.0).unwrap().into(),
+                Reducer::Divisor,
+            ),
+            true,
+            true,
+        ),
+        case(
+            "margin mean + batch hard",
+            ml(MarginLoss::new(lp, 0.2, 1.0).unwrap().into(), Reducer::Mean)
+                .with_miner(BatchHardMiner::new(lp)),
             true,
             true,
         ),

@@ -12,7 +12,7 @@ const H: f64 = 1e-6;
 #[test]
 fn analytic_gradients_match_finite_differences() {
     let mut failures = Vec::new();
-    for case in cases() {
+    for case in cases().into_iter().filter(|c| c.exact_gradient) {
         for seed in [1, 2] {
             let x = uniform(N, D, seed);
             let loss_at = |x: &[f64]| {

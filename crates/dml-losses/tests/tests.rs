@@ -4,3 +4,5 @@ mod adapter;
 mod common;
 mod gradient_check;
 mod pml_equivalence;
+mod properties;
+mod proxy_losses;

@@ -168,3 +168,152 @@ pub fn embed_split(
         paths,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+
+    use super::*;
+    use crate::config::{CheckpointConfig, Override, TrainConfig};
+    use crate::observer::{Control, Event, Silent};
+
+    /// Every float the network holds (weights and batch-norm statistics), in visit order.
+    fn values(net: &EmbeddingNet) -> Vec<Vec<f32>> {
+        struct Collect(Vec<Vec<f32>>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.push(param.val().try_into_vec_as::<f32>().unwrap());
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        // `valid()` folds pending batch-norm updates into the visible statistics.
+        net.valid().visit(&mut collect);
+        collect.0
+    }
+
+    /// A tiny glyph run: 6 training classes of 8 images, P x K = 3 x 4 (4 steps an epoch),
+    /// the small convnet, semi-hard triplets, evaluation on 4 held-out classes every epoch.
+    fn glyph_config(out: &Path) -> RunConfig {
+        let toml = r#"
+            seed = 9
+            [data.dataset]
+            kind = "synthetic"
+            train_classes = 6
+            test_classes = 4
+            samples_per_class = 8
+            [data.batch]
+            classes_per_batch = 3
+            samples_per_class = 4
+            eval_batch_size = 16
+            [model]
+            embedding_dim = 8
+            [optimizer]
+            kind = "sgd"
+            lr = 0.05
+            momentum = 0.9
+            [schedule]
+            kind = "cosine"
+            warmup_steps = 2
+            [eval]
+            k = [1, 2]
+            metrics = ["recall@k", "nmi"]
+        "#;
+        let mut config = RunConfig::resolve(
+            toml,
+            "glyphs.toml",
+            &[Override::new("out", out.display().to_string())],
+        )
+        .unwrap();
+        config.train = TrainConfig {
+            epochs: 2,
+            max_steps: None,
+            log_every_steps: 1,
+        };
+        config.checkpoint = CheckpointConfig {
+            every_steps: Some(3),
+            best: true,
+        };
+        config
+    }
+
+    struct KillAt(usize, usize);
+
+    impl Observer for KillAt {
+        fn on_event(&mut self, _: &Event<'_>) -> Control {
+            self.1 += 1;
+            if self.1 == self.0 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        }
+    }
+
+    fn run(config: &RunConfig, resume: bool, observer: &mut dyn Observer) -> TrainOutcome<EmbeddingNet, LossModule> {
+        let assembled = Assembled::open(config).unwrap();
+        train(config, &assembled, &Device::flex().autodiff(), resume, observer).unwrap()
+    }
+
+    #[test]
+    fn a_glyph_run_killed_and_resumed_matches_an_uninterrupted_one() {
+        let reference_dir = tempfile::tempdir().unwrap();
+        let reference = run(&glyph_config(reference_dir.path()), false, &mut Silent);
+        assert_eq!(reference.state.status, RunStatus::Finished);
+        assert_eq!(reference.state.evaluations.len(), 2);
+        let summary = |dir: &Path| std::fs::read_to_string(RunPaths::new(dir).summary).unwrap();
+        // Events: 1 start, 3 steps, checkpoint (5), step 4, epoch end, eval, best, last (10).
+        for kill_at in [5, 8, 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = glyph_config(dir.path());
+            let first = run(&config, false, &mut KillAt(kill_at, 0));
+            assert!(first.interrupted);
+            assert!(!RunPaths::new(dir.path()).summary.exists());
+            let resumed = run(&config, true, &mut Silent);
+            assert_eq!(
+                values(&resumed.task.model),
+                values(&reference.task.model),
+                "killed at event {kill_at}"
+            );
+            assert_eq!(summary(dir.path()), summary(reference_dir.path()), "killed at event {kill_at}");
+        }
+    }
+
+    #[test]
+    fn embedding_a_split_names_every_row_and_the_checkpoint_rebuilds_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = glyph_config(dir.path());
+        let outcome = run(&config, false, &mut Silent);
+        let assembled = Assembled::open(&config).unwrap();
+        let device = Device::flex();
+        let checkpoint = Checkpoint::read(&RunPaths::new(dir.path()).last_checkpoint).unwrap();
+        let model = model_from_checkpoint(&checkpoint, &device).unwrap();
+        assert_eq!(values(&model), values(&outcome.task.model));
+        let (split, metrics) = assembled.evaluate(&model, &device).unwrap().unwrap();
+        assert_eq!(split.embeddings.len(), 32);
+        assert_eq!(split.embeddings.dim, 8);
+        assert_eq!(split.class_names.len(), 32);
+        assert_eq!(split.paths.len(), 32);
+        // The last evaluation during training saw the same model and data.
+        assert_eq!(&metrics, &outcome.state.evaluations[1].metrics);
+    }
+
+    #[test]
+    fn a_misspelt_loss_is_a_config_error_listing_the_losses() {
+        let err = RunConfig::resolve("[loss]\nname = 'TripletMarginLos'\n", "run.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("loss: "), "{err}");
+        assert!(err.contains("TripletMarginLoss"), "{err}");
+        let err = RunConfig::resolve(
+            "[loss]\nname = 'ContrastiveLoss'\nparams = { neg_margn = 1.0 }\n",
+            "run.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("neg_margn"), "{err}");
+    }
+}

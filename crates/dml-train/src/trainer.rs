@@ -614,6 +614,7 @@ mod tests {
                 every_epochs: 1,
                 k: vec![1, 2],
                 metrics: vec![MetricKind::RecallAtK],
+                episodes: None,
                 monitor: "recall@1".to_owned(),
             },
             checkpoint: CheckpointConfig {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_eval;
+pub mod bench_losses;
 pub mod embed;
 pub mod eval;
 pub mod loss;

@@ -38,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let assembled = Assembled::open(&config)?;
     let plain = Device::flex();
     let keys = config.eval.metric_keys();
-    let evaluate = |model| -> anyhow::Result<_> {
+    let evaluate = |model: &_| -> anyhow::Result<_> {
         assembled
             .evaluate(model, &plain)?
             .context("dml run evaluates on a held-out split: set data.test, or use a dataset with one")

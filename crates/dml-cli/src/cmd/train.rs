@@ -122,7 +122,7 @@ impl ConfigArgs {
             ),
             None => (String::new(), "(defaults)".to_owned()),
         };
-        let overrides = self
+        let mut overrides = self
             .set
             .iter()
             .map(|text| Override::parse(text))

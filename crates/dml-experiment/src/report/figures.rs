@@ -41,7 +41,8 @@ pub(crate) fn save(dir: &Path, stem: &str, figure: &impl Figure) -> Result<[Path
     {
         let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
         figure.draw(&root).map_err(plot_err(&svg_path))?;
-        root.present().map_err(|e| plot_err(&svg_path)(e.to_string()))?;
+        root.present()
+            .map_err(|e| plot_err(&svg_path)(e.to_string()))?;
     }
     atomic::write(&svg_path, svg.as_bytes())?;
 
@@ -49,7 +50,8 @@ pub(crate) fn save(dir: &Path, stem: &str, figure: &impl Figure) -> Result<[Path
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
         figure.draw(&root).map_err(plot_err(&png_path))?;
-        root.present().map_err(|e| plot_err(&png_path)(e.to_string()))?;
+        root.present()
+            .map_err(|e| plot_err(&png_path)(e.to_string()))?;
     }
     let image = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| Error::Plot {
         path: png_path.clone(),
@@ -186,14 +188,24 @@ impl Figure for BandChart {
             let scale = self.y_scale;
             if s.points.len() > 1 {
                 let upper = s.points.iter().map(|(x, v)| (*x as f64, v.max * scale));
-                let lower = s.points.iter().rev().map(|(x, v)| (*x as f64, v.min * scale));
+                let lower = s
+                    .points
+                    .iter()
+                    .rev()
+                    .map(|(x, v)| (*x as f64, v.min * scale));
                 let band: Vec<(f64, f64)> = upper.chain(lower).collect();
                 chart
-                    .draw_series(std::iter::once(Polygon::new(band, color.mix(0.18).filled())))
+                    .draw_series(std::iter::once(Polygon::new(
+                        band,
+                        color.mix(0.18).filled(),
+                    )))
                     .map_err(msg)?;
             }
-            let line: Vec<(f64, f64)> =
-                s.points.iter().map(|(x, v)| (*x as f64, v.mean * scale)).collect();
+            let line: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|(x, v)| (*x as f64, v.mean * scale))
+                .collect();
             chart
                 .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
                 .map_err(msg)?
@@ -267,8 +279,7 @@ impl Figure for PanelLines {
             .iter()
             .flat_map(|p| p.lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)))
             .fold(1.0f64, f64::max);
-        // A decade and a half of headroom keeps the legend clear of the lines.
-        let y_range = (self.floor..top * 30.0).log_scale();
+        let y_range = (self.floor..top * 3.0).log_scale();
         for (panel, area) in self
             .panels
             .iter()
@@ -325,7 +336,8 @@ impl Figure for PanelLines {
             if labelled {
                 chart
                     .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
+                    // Lower left stays clear: every run starts at 1 and collapse happens later.
+                    .position(SeriesLabelPosition::LowerLeft)
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .label_font(("sans-serif", 11))
@@ -374,7 +386,10 @@ impl Figure for Heatmaps {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(msg)?;
         let body = root.titled(&self.title, ("sans-serif", 20)).map_err(msg)?;
-        let (nx, ny) = (self.columns.len().max(1) as i32, self.rows.len().max(1) as i32);
+        let (nx, ny) = (
+            self.columns.len().max(1) as i32,
+            self.rows.len().max(1) as i32,
+        );
         fn text(size: u32, color: &RGBColor, h: HPos) -> TextStyle<'_> {
             TextStyle::from(("sans-serif", size).into_font())
                 .color(color)
@@ -410,8 +425,12 @@ impl Figure for Heatmaps {
                     let (cx, cy) = ((x0 + x1) / 2, (y0 + y1) / 2);
                     let note = cell.as_ref().map_or("", |c| c.note.as_str());
                     let value_y = if note.is_empty() { cy } else { cy - 8 };
-                    area.draw(&Text::new(value, (cx, value_y), text(15, &ink, HPos::Center)))
-                        .map_err(msg)?;
+                    area.draw(&Text::new(
+                        value,
+                        (cx, value_y),
+                        text(15, &ink, HPos::Center),
+                    ))
+                    .map_err(msg)?;
                     if !note.is_empty() {
                         area.draw(&Text::new(
                             note.to_owned(),
@@ -425,8 +444,12 @@ impl Figure for Heatmaps {
             for (i, label) in self.columns.iter().enumerate() {
                 let cx = (x_at(i as i32) + x_at(i as i32 + 1)) / 2;
                 let y = HEAT_TOP + grid_h + 12;
-                area.draw(&Text::new(label.clone(), (cx, y), text(12, &BLACK, HPos::Center)))
-                    .map_err(msg)?;
+                area.draw(&Text::new(
+                    label.clone(),
+                    (cx, y),
+                    text(12, &BLACK, HPos::Center),
+                ))
+                .map_err(msg)?;
             }
             for (j, label) in self.rows.iter().enumerate() {
                 let cy = (y_at(j as i32) + y_at(j as i32 + 1)) / 2;
@@ -438,11 +461,19 @@ impl Figure for Heatmaps {
                 .map_err(msg)?;
             }
             let x_desc = (HEAT_LEFT + grid_w / 2, HEAT_TOP + grid_h + 32);
-            area.draw(&Text::new(self.x_desc.clone(), x_desc, text(12, &BLACK, HPos::Center)))
-                .map_err(msg)?;
+            area.draw(&Text::new(
+                self.x_desc.clone(),
+                x_desc,
+                text(12, &BLACK, HPos::Center),
+            ))
+            .map_err(msg)?;
             let y_desc = (HEAT_LEFT - 6, HEAT_TOP - 10);
-            area.draw(&Text::new(self.y_desc.clone(), y_desc, text(12, &BLACK, HPos::Right)))
-                .map_err(msg)?;
+            area.draw(&Text::new(
+                self.y_desc.clone(),
+                y_desc,
+                text(12, &BLACK, HPos::Right),
+            ))
+            .map_err(msg)?;
         }
         Ok(())
     }
@@ -476,8 +507,14 @@ impl Figure for Scatter {
             let m = ((hi - lo) * 0.04).max(1e-3);
             (f64::from(lo - m), f64::from(hi + m))
         };
-        let (x0, x1) = pad(bound(f32::min, 0, f32::INFINITY), bound(f32::max, 0, f32::NEG_INFINITY));
-        let (y0, y1) = pad(bound(f32::min, 1, f32::INFINITY), bound(f32::max, 1, f32::NEG_INFINITY));
+        let (x0, x1) = pad(
+            bound(f32::min, 0, f32::INFINITY),
+            bound(f32::max, 0, f32::NEG_INFINITY),
+        );
+        let (y0, y1) = pad(
+            bound(f32::min, 1, f32::INFINITY),
+            bound(f32::max, 1, f32::NEG_INFINITY),
+        );
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, ("sans-serif", 16))
             .margin(12)
@@ -495,11 +532,7 @@ impl Figure for Scatter {
             .map_err(msg)?;
         chart
             .draw_series(self.points.iter().zip(&self.classes).map(|(p, &c)| {
-                Circle::new(
-                    (f64::from(p[0]), f64::from(p[1])),
-                    2,
-                    palette(c).filled(),
-                )
+                Circle::new((f64::from(p[0]), f64::from(p[1])), 2, palette(c).filled())
             }))
             .map_err(msg)?;
         Ok(())

@@ -105,7 +105,9 @@ impl LossGroup<'_> {
     }
 
     pub(crate) fn setting(&self, lr: f64, batch: BatchShape) -> Option<&Setting<'_>> {
-        self.settings.iter().find(|s| s.lr == lr && s.batch == batch)
+        self.settings
+            .iter()
+            .find(|s| s.lr == lr && s.batch == batch)
     }
 }
 

@@ -18,7 +18,9 @@ pub(crate) const TABLE_METRICS: [FinalMetric; 4] = [
 pub(crate) fn percent(s: Option<Summary>) -> String {
     match s {
         Some(Summary {
-            mean, std: Some(sd), ..
+            mean,
+            std: Some(sd),
+            ..
         }) => format!("{:.2} ± {:.2}", mean * 100.0, sd * 100.0),
         Some(s) => format!("{:.2}", s.mean * 100.0),
         None => "—".to_owned(),
@@ -37,7 +39,11 @@ pub(crate) fn preamble(
     let plans = if plans.is_empty() {
         "no plan".to_owned()
     } else {
-        plans.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+        plans
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let _ = writeln!(md, "# Experiment report\n");
     let _ = writeln!(
@@ -101,6 +107,38 @@ pub(crate) fn metrics_table(dataset: &DatasetGroup<'_>) -> String {
                 .map_or("—".to_owned(), |w| format!("{:.1}", w.mean));
             let _ = writeln!(md, " {}/{} | {wall} |", s.collapsed(), s.runs.len());
         }
+    }
+    md
+}
+
+/// One row per loss at its best setting (highest mean final Recall@1): the survey-style
+/// summary of a dataset.
+pub(crate) fn best_table(dataset: &DatasetGroup<'_>) -> String {
+    let metrics = [
+        FinalMetric::RecallAt1,
+        FinalMetric::RecallAt4,
+        FinalMetric::Nmi,
+    ];
+    let mut md = String::new();
+    let _ = write!(md, "| loss | best lr | best batch | seeds |");
+    for m in metrics {
+        let _ = write!(md, " {} (%) |", m.title());
+    }
+    let _ = writeln!(md, " collapsed |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+    for loss in &dataset.losses {
+        let s = loss.best_setting();
+        let _ = write!(
+            md,
+            "| {} | {} | {} | {} |",
+            loss.name,
+            s.lr,
+            s.batch,
+            s.runs.len()
+        );
+        for m in metrics {
+            let _ = write!(md, " {} |", percent(s.final_summary(m)));
+        }
+        let _ = writeln!(md, " {}/{} |", s.collapsed(), s.runs.len());
     }
     md
 }

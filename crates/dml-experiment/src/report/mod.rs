@@ -71,9 +71,10 @@ pub fn write_report(results: &Path, out: &Path, options: &ReportOptions) -> Resu
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let source_name = results
-        .file_name()
-        .map_or_else(|| results.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let source_name = results.file_name().map_or_else(
+        || results.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
 
     let mut plans: Vec<&str> = Vec::new();
     for r in &loaded.records {
@@ -131,7 +132,14 @@ impl Writer<'_> {
 
     fn dataset(&mut self, d: &DatasetGroup<'_>) -> Result<()> {
         let _ = writeln!(self.md, "\n## Dataset `{}`\n", d.name);
-        let _ = writeln!(self.md, "### Final metrics\n");
+        let _ = writeln!(
+            self.md,
+            "### Summary: each loss at its best setting\n\n\
+             The best setting is the (learning rate, batch) pair with the highest mean final \
+             Recall@1.\n"
+        );
+        self.md.push_str(&markdown::best_table(d));
+        let _ = writeln!(self.md, "\n### Final metrics of every setting\n");
         self.md.push_str(&markdown::metrics_table(d));
 
         let _ = writeln!(self.md, "\n### Recall@1 during training\n");
@@ -157,7 +165,11 @@ impl Writer<'_> {
                 y_max: 100.0,
                 series,
             };
-            self.figure(&format!("recall-{}", d.name), "Recall@1 against training steps", &chart)?;
+            self.figure(
+                &format!("recall-{}", d.name),
+                "Recall@1 against training steps",
+                &chart,
+            )?;
         }
 
         let _ = writeln!(
@@ -182,7 +194,11 @@ impl Writer<'_> {
         if collapse.panels.iter().all(|p| p.lines.is_empty()) {
             let _ = writeln!(self.md, "No run recorded the embedding spread.\n");
         } else {
-            self.figure(&format!("collapse-{}", d.name), "Collapse indicator", &collapse)?;
+            self.figure(
+                &format!("collapse-{}", d.name),
+                "Collapse indicator",
+                &collapse,
+            )?;
         }
 
         let _ = writeln!(self.md, "### t-SNE of test embeddings\n");
@@ -239,10 +255,17 @@ impl Writer<'_> {
             }
         }
         let Some(run) = best else {
-            let _ = writeln!(self.md, "- `{}`: no run saved test embeddings.\n", loss.name);
+            let _ = writeln!(
+                self.md,
+                "- `{}`: no run saved test embeddings.\n",
+                loss.name
+            );
             return Ok(());
         };
-        let files = run.embeddings.as_ref().expect("chosen for having embeddings");
+        let files = run
+            .embeddings
+            .as_ref()
+            .expect("chosen for having embeddings");
         let e = embeddings::load(&run.run_id, &self.results_dir, files)?;
         if e.vectors.iter().any(|v| !v.is_finite()) {
             let _ = writeln!(
@@ -396,7 +419,11 @@ mod tests {
                 recall_at_4: Some(0.3 + quality * i as f64 / 4.0),
                 nmi: Some(0.2 + jitter),
                 map_at_r: Some(0.05 + quality / 10.0),
-                mean_pairwise_distance: Some(if collapse && i == 3 { 0.001 } else { 1.0 + i as f64 }),
+                mean_pairwise_distance: Some(if collapse && i == 3 {
+                    0.001
+                } else {
+                    1.0 + i as f64
+                }),
                 embedding_std: Some(0.5),
             })
             .collect();
@@ -427,7 +454,14 @@ mod tests {
         let (n, d) = (80usize, 6usize);
         let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
         let vectors: Vec<f32> = (0..n * d)
-            .map(|k| rng.random::<f32>() + if k % d == 0 { 10.0 * labels[k / d] as f32 } else { 0.0 })
+            .map(|k| {
+                rng.random::<f32>()
+                    + if k % d == 0 {
+                        10.0 * labels[k / d] as f32
+                    } else {
+                        0.0
+                    }
+            })
             .collect();
         let mut w = npyz::WriteOptions::new()
             .default_dtype()
@@ -488,7 +522,9 @@ mod tests {
             .find(|l| l.starts_with(row_prefix))
             .unwrap_or_else(|| panic!("no row {row_prefix}"));
         let cell = row.split('|').nth(column + 1).unwrap().trim();
-        let (m, s) = cell.split_once(" ± ").unwrap_or_else(|| panic!("cell {cell}"));
+        let (m, s) = cell
+            .split_once(" ± ")
+            .unwrap_or_else(|| panic!("cell {cell}"));
         (m.parse().unwrap(), s.parse().unwrap())
     }
 
@@ -516,14 +552,59 @@ mod tests {
                 let values: Vec<f64> = mine.iter().map(|r| metric(r)).collect();
                 let (mean, std) = mean_std(&values);
                 let (m, s) = table_cell(&md, &prefix, 4 + column);
-                assert!((m - mean).abs() <= 0.005 + 1e-9, "{prefix} col {column}: {m} vs {mean}");
-                assert!((s - std).abs() <= 0.005 + 1e-9, "{prefix} col {column}: {s} vs {std}");
+                assert!(
+                    (m - mean).abs() <= 0.005 + 1e-9,
+                    "{prefix} col {column}: {m} vs {mean}"
+                );
+                assert!(
+                    (s - std).abs() <= 0.005 + 1e-9,
+                    "{prefix} col {column}: {s} vs {std}"
+                );
             }
         }
         assert!(md.contains("| triplet-hard | 0.01 | 8x4 | 3 |"), "{md}");
+        // Best settings: triplet-hard at lr 0.01 has the highest mean Recall@1 despite its
+        // collapsed seed (the made-up data does not lower recall on collapse).
+        let best: Vec<f64> = ["triplet-hard", "npairs"]
+            .iter()
+            .map(|loss| {
+                [1e-3, 1e-2]
+                    .iter()
+                    .map(|&lr| {
+                        let v: Vec<f64> = records
+                            .iter()
+                            .filter(|r| r.axes.loss == *loss && r.axes.lr == lr)
+                            .map(|r| r.final_metrics.recall_at(1).unwrap())
+                            .collect();
+                        (lr, mean_std(&v).0)
+                    })
+                    .fold(
+                        (0.0, f64::NEG_INFINITY),
+                        |a, b| if b.1 > a.1 { b } else { a },
+                    )
+                    .0
+            })
+            .collect();
+        let summary_table =
+            &md[md.find("### Summary").unwrap()..md.find("### Final metrics").unwrap()];
+        for (loss, lr) in ["triplet-hard", "npairs"].iter().zip(best) {
+            let row = format!("| {loss} | {lr} | 8x4 | 3 |");
+            assert!(
+                summary_table.contains(&row),
+                "{loss} best {lr}\n{summary_table}"
+            );
+        }
+        assert_eq!(
+            summary_table.matches("| 8x4 | 3 |").count(),
+            2,
+            "{summary_table}"
+        );
         assert!(md.contains(" 1/3 |"), "collapsed count missing:\n{md}");
         assert!(md.contains("- `glyphs-1mode/triplet-hard/lr0.01/8x4/seed2`: final spread ratio"));
-        assert!(md.contains("`npairs`: no run saved test embeddings."), "{md}");
+        assert!(
+            md.contains("`npairs`: no run saved test embeddings."),
+            "{md}"
+        );
 
         let stems = [
             "recall-glyphs-1mode",
@@ -533,15 +614,21 @@ mod tests {
         ];
         assert_eq!(summary.figures.len(), 2 * stems.len());
         for stem in stems {
-            assert!(md.contains(&format!("(figures/{stem}.png)")), "{stem} not linked");
+            assert!(
+                md.contains(&format!("(figures/{stem}.png)")),
+                "{stem} not linked"
+            );
             let png = std::fs::read(out.join("figures").join(format!("{stem}.png"))).unwrap();
             assert!(png.len() > 1000, "{stem}.png is {} bytes", png.len());
             assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-            let svg = std::fs::read_to_string(out.join("figures").join(format!("{stem}.svg"))).unwrap();
+            let svg =
+                std::fs::read_to_string(out.join("figures").join(format!("{stem}.svg"))).unwrap();
             assert!(svg.starts_with("<svg") && svg.len() > 1000, "{stem}.svg");
         }
         // Text is really drawn into the PNG: a figure has dark (text/axis) pixels.
-        let png = image::open(out.join("figures/stability-glyphs-1mode.png")).unwrap().to_rgb8();
+        let png = image::open(out.join("figures/stability-glyphs-1mode.png"))
+            .unwrap()
+            .to_rgb8();
         assert!(png.pixels().filter(|p| p.0 == [0, 0, 0]).count() > 100);
     }
 
@@ -567,7 +654,10 @@ mod tests {
         assert_eq!(summary.runs, 0);
         assert_eq!(summary.truncated_tail.map(|t| t.line), Some(1));
         let md = std::fs::read_to_string(&summary.report).unwrap();
-        assert!(md.contains("Line 1 of `results.jsonl` is an unfinished record"), "{md}");
+        assert!(
+            md.contains("Line 1 of `results.jsonl` is an unfinished record"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -583,6 +673,9 @@ mod tests {
         let msg = write_report(&path, &dir.path().join("out"), &options())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("run `glyphs-1mode/npairs/lr0.001/8x4/seed1`") && msg.contains("gone.npy"), "{msg}");
+        assert!(
+            msg.contains("run `glyphs-1mode/npairs/lr0.001/8x4/seed1`") && msg.contains("gone.npy"),
+            "{msg}"
+        );
     }
 }

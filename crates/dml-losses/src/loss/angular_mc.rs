@@ -250,3 +250,63 @@ impl LossKernel for AngularMcLoss {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::Selection;
+    use crate::loss::n_pair_angular::NPairAngularLoss;
+    use crate::loss::testing::{input, points};
+
+    fn unit(v: &[f64]) -> Vec<f64> {
+        let n = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        v.iter().map(|a| a / n).collect()
+    }
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    /// Both N-pair angular losses with plain loops over the N-pair tuples (first and second
+    /// index of each class with two samples, labels ascending).
+    #[test]
+    fn match_the_formulas() {
+        let labels = [3, 0, 1, 0, 3, 1, 2, 0];
+        let x = points(8, 4, 11);
+        let row = |i: usize| unit(&x[i * 4..(i + 1) * 4]);
+        let pairs = [(1usize, 3usize), (2, 5), (0, 4)]; // labels 0, 1, 3
+        let t = 45f64.to_radians().tan().powi(2);
+        let (mut angular, mut npair) = (0.0, 0.0);
+        for (i, &(a, p)) in pairs.iter().enumerate() {
+            let (fa, fp) = (row(a), row(p));
+            let mut sum_ang = 1.0;
+            let mut sum_np = 0.0;
+            for (j, &(_, q)) in pairs.iter().enumerate() {
+                let fq = row(q);
+                sum_np += dot(&fa, &fq).exp();
+                if j != i {
+                    let s: Vec<f64> = fa.iter().zip(&fp).map(|(u, v)| u + v).collect();
+                    sum_ang += (4.0 * t * dot(&s, &fq) - 2.0 * (1.0 + t) * dot(&fa, &fp)).exp();
+                }
+            }
+            angular += sum_ang.ln();
+            npair += sum_np.ln() - dot(&fa, &fp);
+        }
+        let k = pairs.len() as f64;
+        let mc = AngularMcLoss::new(45.0, true).unwrap();
+        let got = mc
+            .compute(&input(&x, 4, &labels, Selection::All, Reducer::Mean))
+            .unwrap();
+        assert!(
+            (got.loss - angular / k).abs() < 1e-12,
+            "{} vs {}",
+            got.loss,
+            angular / k
+        );
+        let both = NPairAngularLoss::new(45.0, 2.0, true).unwrap();
+        let got = both
+            .compute(&input(&x, 4, &labels, Selection::All, Reducer::Mean))
+            .unwrap();
+        assert!((got.loss - (npair + 2.0 * angular) / k).abs() < 1e-12);
+    }
+}

@@ -218,3 +218,59 @@ impl LossKernel for LiftedStructureLoss {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::Selection;
+    use crate::loss::testing::{input, points};
+    use crate::matrix::MatrixRef;
+    use crate::tuples::{PairIndices, Tuples};
+
+    /// PML's definition: for each positive pair, a log-sum-exp over every negative pair whose
+    /// anchor is either member, with plain loops (what PML's dense matrix holds).
+    fn brute_force(x: &[f64], labels: &[i64], pairs: &PairIndices) -> f64 {
+        let n = labels.len();
+        let s = Distance::PML_LP_DEFAULT.scores(MatrixRef::new(x, n, x.len() / n).unwrap(), None);
+        let mut total = 0.0;
+        for (i, j) in pairs.pos_pairs() {
+            let terms: Vec<f64> = pairs
+                .neg_pairs()
+                .filter(|&(k, _)| k == i || k == j)
+                .map(|(k, l)| 1.0 - s.get(k, l))
+                .collect();
+            let lse = if terms.is_empty() {
+                0.0
+            } else {
+                terms.iter().map(|t| t.exp()).sum::<f64>().ln()
+            };
+            let h = (lse + s.get(i, j)).max(0.0);
+            total += h * h / 2.0;
+        }
+        total / pairs.num_pos() as f64
+    }
+
+    #[test]
+    fn matches_the_dense_definition_with_all_and_listed_pairs() {
+        let labels = [0, 1, 0, 2, 1, 0, 2, 1, 3];
+        let x = points(9, 3, 2);
+        let loss = LiftedStructureLoss::new(Distance::PML_LP_DEFAULT, 1.0, 0.0).unwrap();
+        let all = PairIndices::all(&labels);
+        let got = loss
+            .compute(&input(&x, 3, &labels, Selection::All, Reducer::Mean))
+            .unwrap();
+        assert!((got.loss - brute_force(&x, &labels, &all)).abs() < 1e-12);
+        // listed pairs with a duplicate and an anchor without negatives
+        let listed = PairIndices {
+            anchor_pos: vec![0, 0, 2, 1],
+            positive: vec![2, 2, 5, 4],
+            anchor_neg: vec![0, 0, 5, 2],
+            negative: vec![1, 1, 3, 8],
+        };
+        let t = Tuples::Pairs(listed.clone());
+        let got = loss
+            .compute(&input(&x, 3, &labels, Selection::Tuples(&t), Reducer::Mean))
+            .unwrap();
+        assert!((got.loss - brute_force(&x, &labels, &listed)).abs() < 1e-12);
+    }
+}

@@ -291,3 +291,57 @@ impl_from_kernel!(
     SupCon(SupConLoss),
     Margin(MarginLoss),
 );
+
+/// Test helpers shared by the kernels' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Deterministic pseudo-random points in [-1, 1).
+    pub fn points(n: usize, d: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            | 1;
+        (0..n * d)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A kernel input without parameters or terms.
+    pub fn input<'a>(
+        x: &'a [f64],
+        d: usize,
+        labels: &'a [i64],
+        selection: Selection<'a>,
+        reducer: Reducer,
+    ) -> KernelInput<'a, f64> {
+        KernelInput {
+            embeddings: MatrixRef::new(x, labels.len(), d).unwrap(),
+            labels,
+            selection,
+            params: None,
+            reducer,
+            want_terms: false,
+            tuple_budget: 1 << 20,
+        }
+    }
+
+    /// Asserts two outputs agree in loss and gradient.
+    pub fn assert_same(a: &KernelOutput<f64>, b: &KernelOutput<f64>, what: &str) {
+        assert!(
+            (a.loss - b.loss).abs() < 1e-12 * (1.0 + a.loss.abs()),
+            "{what}: loss {} vs {}",
+            a.loss,
+            b.loss
+        );
+        for (x, y) in a.grad.iter().zip(&b.grad) {
+            assert!((x - y).abs() < 1e-12, "{what}: gradient {x} vs {y}");
+        }
+    }
+}

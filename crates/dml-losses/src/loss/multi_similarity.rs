@@ -139,3 +139,60 @@ impl LossKernel for MultiSimilarityLoss {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::Selection;
+    use crate::loss::testing::{assert_same, input, points};
+    use crate::matrix::MatrixRef;
+    use crate::miner::MultiSimilarityMiner;
+    use crate::tuples::Tuples;
+
+    #[test]
+    fn fused_miner_equals_its_listed_pairs() {
+        let labels = [0, 1, 0, 2, 1, 0, 2, 1, 1, 0, 3, 2];
+        let x = points(12, 4, 9);
+        for dist in [Distance::Cosine, Distance::PML_LP_DEFAULT] {
+            let loss = MultiSimilarityLoss::new(dist, 2.0, 40.0, 0.5).unwrap();
+            let m = MultiSimilarityMiner::new(dist, 0.3).unwrap();
+            let scores = dist.scores(MatrixRef::new(&x, 12, 4).unwrap(), None);
+            let mined = Tuples::Pairs(m.mine(&scores, &labels));
+            let miner = Miner::MultiSimilarity(m);
+            for reducer in [Reducer::Mean, Reducer::AvgNonZero, Reducer::Sum] {
+                let want = loss
+                    .compute(&input(&x, 4, &labels, Selection::Tuples(&mined), reducer))
+                    .unwrap();
+                let got = loss
+                    .compute(&input(&x, 4, &labels, Selection::Fused(&miner), reducer))
+                    .unwrap();
+                assert_same(&got, &want, &format!("{dist:?} {reducer:?}"));
+            }
+        }
+    }
+
+    /// The row formula with plain loops.
+    #[test]
+    fn matches_the_formula() {
+        let labels = [0, 0, 1, 1, 1, 2];
+        let x = points(6, 3, 4);
+        let loss = MultiSimilarityLoss::new(Distance::Cosine, 2.0, 50.0, 0.5).unwrap();
+        let got = loss
+            .compute(&input(&x, 3, &labels, Selection::All, Reducer::Mean))
+            .unwrap();
+        let s = Distance::Cosine.scores(MatrixRef::new(&x, 6, 3).unwrap(), None);
+        let mut want = 0.0;
+        for i in 0..6 {
+            let (mut p, mut q) = (0.0, 0.0);
+            for j in 0..6 {
+                if labels[j] == labels[i] && j != i {
+                    p += (-2.0 * (s.get(i, j) - 0.5f64)).exp();
+                } else if labels[j] != labels[i] {
+                    q += (50.0 * (s.get(i, j) - 0.5f64)).exp();
+                }
+            }
+            want += (1.0f64 + p).ln() / 2.0 + (1.0f64 + q).ln() / 50.0;
+        }
+        assert!((got.loss - want / 6.0).abs() < 1e-12);
+    }
+}

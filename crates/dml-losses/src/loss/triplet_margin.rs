@@ -289,3 +289,93 @@ impl LossKernel for TripletMarginLoss {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LpPower;
+    use crate::loss::testing::{assert_same, input, points};
+    use crate::matrix::MatrixRef;
+    use crate::miner::TripletType;
+    use crate::reducer::ThresholdBounds;
+
+    /// The fused and visited paths give exactly what evaluating the listed triplets gives.
+    #[test]
+    fn unlisted_paths_equal_listed_triplets() {
+        let labels = [0, 1, 0, 2, 1, 0, 2, 1, 1, 0, 3, 2];
+        let x = points(12, 3, 5);
+        let raw = Distance::Lp {
+            power: LpPower::One,
+            normalize: false,
+        };
+        let reducers = [
+            Reducer::AvgNonZero,
+            Reducer::Mean,
+            Reducer::Sum,
+            Reducer::Threshold(ThresholdBounds::new(Some(0.05), Some(0.6)).unwrap()),
+        ];
+        for dist in [Distance::PML_LP_DEFAULT, Distance::Cosine, raw] {
+            let scores = dist.scores(MatrixRef::new(&x, 12, 3).unwrap(), None);
+            for (swap, smooth) in [(false, false), (true, false), (false, true)] {
+                let loss = TripletMarginLoss::new(dist, 0.3)
+                    .unwrap()
+                    .with_swap(swap)
+                    .with_smooth_loss(smooth);
+                for reducer in reducers {
+                    let all = TripletIndices::all(&labels, 1 << 20).unwrap();
+                    let listed = Tuples::Triplets(all);
+                    let want = loss
+                        .compute(&input(&x, 3, &labels, Selection::Tuples(&listed), reducer))
+                        .unwrap();
+                    let got = loss
+                        .compute(&input(&x, 3, &labels, Selection::All, reducer))
+                        .unwrap();
+                    assert_same(
+                        &got,
+                        &want,
+                        &format!("{dist:?} all swap={swap} smooth={smooth} {reducer:?}"),
+                    );
+                    for kind in [
+                        TripletType::All,
+                        TripletType::Hard,
+                        TripletType::SemiHard,
+                        TripletType::Easy,
+                    ] {
+                        let miner = Miner::TripletMargin(
+                            TripletMarginMiner::new(dist, 0.25, kind).unwrap(),
+                        );
+                        let Miner::TripletMargin(m) = &miner else {
+                            unreachable!()
+                        };
+                        let mined = Tuples::Triplets(m.mine(&scores, &labels).unwrap());
+                        let want = loss
+                            .compute(&input(&x, 3, &labels, Selection::Tuples(&mined), reducer))
+                            .unwrap();
+                        let got = loss
+                            .compute(&input(&x, 3, &labels, Selection::Fused(&miner), reducer))
+                            .unwrap();
+                        assert_same(
+                            &got,
+                            &want,
+                            &format!("{dist:?} {kind:?} swap={swap} smooth={smooth} {reducer:?}"),
+                        );
+                        assert_eq!(got.stats, want.stats);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_valid_triplet_is_an_exact_zero() {
+        let x = points(4, 2, 1);
+        let loss = TripletMarginLoss::new(Distance::Cosine, 0.2).unwrap();
+        for labels in [[1, 1, 1, 1], [0, 1, 2, 3]] {
+            let out = loss
+                .compute(&input(&x, 2, &labels, Selection::All, Reducer::Mean))
+                .unwrap();
+            assert_eq!(out.loss, 0.0);
+            assert!(out.grad.iter().all(|&g| g == 0.0));
+        }
+    }
+}

@@ -65,3 +65,35 @@ impl BatchHardMiner {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::MatrixRef;
+
+    #[test]
+    fn equals_brute_force_max_and_min() {
+        let x: Vec<f64> = (0..30)
+            .map(|k| ((k * 7919) % 29) as f64 / 6.0 - 2.0)
+            .collect();
+        let labels = [0, 1, 0, 2, 1, 0, 2, 3, 1, 0];
+        for dist in [Distance::PML_LP_DEFAULT, Distance::Cosine] {
+            let s = dist.scores(MatrixRef::new(&x, 10, 3).unwrap(), None);
+            let got = BatchHardMiner::new(dist).mine(&s, &labels);
+            let mut want = TripletIndices::default();
+            for a in 0..10 {
+                let far = |j: usize| dist.farness(s.get(a, j));
+                let p = (0..10)
+                    .filter(|&j| j != a && labels[j] == labels[a])
+                    .reduce(|b, j| if far(j) > far(b) { j } else { b });
+                let n = (0..10)
+                    .filter(|&j| labels[j] != labels[a])
+                    .reduce(|b, j| if far(j) < far(b) { j } else { b });
+                if let (Some(p), Some(n)) = (p, n) {
+                    want.push(a, p, n);
+                }
+            }
+            assert_eq!(got, want);
+        }
+    }
+}

@@ -414,3 +414,80 @@ fn saving_into_a_missing_folder_fails_naming_the_path() {
         "{err}"
     );
 }
+
+/// The closed-form weights of fixtures/make_torchvision_features.py for the key with index
+/// `t` (in sorted order), as `state_dict` entries.
+fn formula_state_dict(net: &EmbeddingNet) -> Vec<TorchEntry> {
+    expected_weights(net)
+        .into_iter()
+        .enumerate()
+        .map(|(t, (key, (_, shape)))| {
+            let n: usize = shape.iter().product();
+            let s = |j: usize| (0.37 * j as f64 + 1.3 * t as f64).sin();
+            let value = |j: usize| -> f64 {
+                if shape.len() == 4 {
+                    s(j) * (2.0 / (shape[1] * shape[2] * shape[3]) as f64).sqrt()
+                } else if key.ends_with("running_var") {
+                    1.0 + 0.5 * s(j) * s(j)
+                } else if key.ends_with("running_mean") || key.ends_with("bias") {
+                    0.1 * s(j)
+                } else {
+                    1.0 + 0.1 * s(j)
+                }
+            };
+            TorchEntry {
+                values: TorchValues::F32((0..n).map(|j| value(j) as f32).collect()),
+                key,
+                shape,
+            }
+        })
+        .collect()
+}
+
+#[derive(serde::Deserialize)]
+struct TorchvisionFixture {
+    cases: Vec<TorchvisionCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct TorchvisionCase {
+    backbone: String,
+    input: [usize; 4],
+    features: Vec<f32>,
+}
+
+/// torchvision's resnet18 and resnet50 trunks, given the same weights (through a `.pt` file)
+/// and input, give the same pooled features: architecture, padding, strides, shortcuts and
+/// evaluation-mode batch norm all match. Fixture: fixtures/resnet_torchvision_features.json.
+#[test]
+fn resnet_features_match_torchvision() {
+    let fixture: TorchvisionFixture = serde_json::from_str(include_str!(
+        "../../fixtures/resnet_torchvision_features.json"
+    ))
+    .unwrap();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    for case in fixture.cases {
+        let backbone: Backbone = case.backbone.parse().unwrap();
+        let mut net = fresh_net(backbone, 3, 0);
+        let path = file(&dir, &format!("{backbone}.pt"));
+        write_state_dict(&path, &formula_state_dict(&net));
+        net.load_backbone_weights(&path).unwrap();
+
+        let n: usize = case.input.iter().product();
+        let input: Vec<f32> = (0..n).map(|j| (0.013 * j as f64).sin() as f32).collect();
+        let images = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(input, case.input),
+            &device,
+        );
+        let got = values(net.features(images));
+        assert_eq!(got.len(), case.features.len(), "{backbone}");
+        let scale = case.features.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (i, (a, b)) in got.iter().zip(&case.features).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "{backbone} feature {i}: dml {a}, torchvision {b} (scale {scale})"
+            );
+        }
+    }
+}

@@ -71,6 +71,12 @@ impl LossConfig {
                 "must name a miner",
             )?;
         }
-        Ok(())
+        // Unknown loss, miner or parameter names fail here, before any data is read.
+        crate::components::loss::build_metric_loss_of(self, None)
+            .map(drop)
+            .map_err(|e| ConfigError::Invalid {
+                field: "loss".to_owned(),
+                reason: e.to_string(),
+            })
     }
 }

@@ -342,14 +342,10 @@ mod tests {
             matches!(config.optimizer, OptimizerConfig::Adam { lr, beta2, .. }
             if lr == 0.01 && beta2 == 0.999)
         );
-        assert!(matches!(
-            config.data.test,
-            Some(DatasetConfig::Synthetic {
-                classes: 10,
-                first_class: 100,
-                ..
-            })
-        ));
+        let DatasetConfig::Synthetic(glyphs) = &config.data.dataset else {
+            panic!("{:?}", config.data.dataset)
+        };
+        assert_eq!((glyphs.test_classes, glyphs.samples_per_class), (10, 20));
         assert_eq!(
             config.schedule,
             ScheduleConfig::Step {
