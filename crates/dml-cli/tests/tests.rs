@@ -4,3 +4,4 @@ mod common;
 mod eval;
 mod loss;
 mod report;
+mod train;

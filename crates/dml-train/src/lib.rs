@@ -14,6 +14,13 @@
 //!   scheduler records.
 //! - [`observer`]: progress events for front ends (the library never prints); the library
 //!   itself writes `metrics.jsonl` into the run folder.
+//! - [`components`]: the four parts made from dml's crates (dml-data loaders and samplers,
+//!   dml-models networks, dml-losses losses by PML class name, dml-eval metrics), and
+//!   [`run`]: a configured run in a few calls (train, embed a split with a checkpoint,
+//!   evaluate), with [`export`] writing embeddings as `.npy` plus labels and paths.
+//!
+//! A run folder holds `config.json`, `metrics.jsonl`, `checkpoints/{last,best}.ckpt` and, once
+//! the run has ended, `summary.json`.
 //!
 //! ```
 //! use dml_train::config::{Override, RunConfig};

@@ -252,9 +252,20 @@ mod tests {
         }
     }
 
-    fn run(config: &RunConfig, resume: bool, observer: &mut dyn Observer) -> TrainOutcome<EmbeddingNet, LossModule> {
+    fn run(
+        config: &RunConfig,
+        resume: bool,
+        observer: &mut dyn Observer,
+    ) -> TrainOutcome<EmbeddingNet, LossModule> {
         let assembled = Assembled::open(config).unwrap();
-        train(config, &assembled, &Device::flex().autodiff(), resume, observer).unwrap()
+        train(
+            config,
+            &assembled,
+            &Device::flex().autodiff(),
+            resume,
+            observer,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -277,7 +288,11 @@ mod tests {
                 values(&reference.task.model),
                 "killed at event {kill_at}"
             );
-            assert_eq!(summary(dir.path()), summary(reference_dir.path()), "killed at event {kill_at}");
+            assert_eq!(
+                summary(dir.path()),
+                summary(reference_dir.path()),
+                "killed at event {kill_at}"
+            );
         }
     }
 

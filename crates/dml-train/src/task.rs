@@ -117,6 +117,9 @@ impl Embeddings {
 }
 
 /// Computes retrieval metrics from the embeddings of the held-out split.
+///
+/// The result must depend on the embeddings alone (seed any random choice, such as k-means
+/// restarts, from a fixed seed): a resumed run re-evaluates and must get the same numbers.
 pub trait Evaluator {
     /// The metrics of `embeddings`, keyed by report key.
     fn evaluate(&self, embeddings: &Embeddings) -> Result<Metrics, BoxError>;

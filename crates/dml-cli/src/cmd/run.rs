@@ -39,16 +39,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let plain = Device::flex();
     let keys = config.eval.metric_keys();
     let evaluate = |model: &_| -> anyhow::Result<_> {
-        assembled
-            .evaluate(model, &plain)?
-            .context("dml run evaluates on a held-out split: set data.test, or use a dataset with one")
+        assembled.evaluate(model, &plain)?.context(
+            "dml run evaluates on a held-out split: set data.test, or use a dataset with one",
+        )
     };
     // The weights training starts from: the same seed builds the same network.
     let (_, before) = evaluate(&build_model(&config, &plain, true)?)?;
     eprintln!("before training: {}", format_metrics(&before, &keys));
 
     let mut progress = Progress::new(&config);
-    let outcome = train(&config, &assembled, &Device::flex().autodiff(), false, &mut progress)?;
+    let outcome = train(
+        &config,
+        &assembled,
+        &Device::flex().autodiff(),
+        false,
+        &mut progress,
+    )?;
     progress.finish();
 
     let paths = RunPaths::new(&config.out);

@@ -152,8 +152,14 @@ impl ConfigArgs {
             ("optimizer.lr", self.lr.map(toml_float)),
             ("train.epochs", self.epochs.map(toml_int)),
             ("train.max_steps", self.max_steps.map(toml_int)),
-            ("data.batch.classes_per_batch", self.classes_per_batch.map(toml_int)),
-            ("data.batch.samples_per_class", self.samples_per_class.map(toml_int)),
+            (
+                "data.batch.classes_per_batch",
+                self.classes_per_batch.map(toml_int),
+            ),
+            (
+                "data.batch.samples_per_class",
+                self.samples_per_class.map(toml_int),
+            ),
             ("model.embedding_dim", self.embedding_dim.map(toml_int)),
             ("seed", self.seed.map(toml_int)),
         ];
@@ -242,7 +248,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::flex().autodiff();
     let outcome = train(&config, &assembled, &device, resume, &mut progress)?;
     progress.finish();
-    print_summary(&outcome.state, &RunPaths::new(&config.out), started.elapsed());
+    print_summary(
+        &outcome.state,
+        &RunPaths::new(&config.out),
+        started.elapsed(),
+    );
     Ok(())
 }
 
@@ -318,7 +328,10 @@ impl Observer for Progress {
                 } else {
                     String::new()
                 };
-                self.line(format!("eval after {} epochs: {values}{mark}", evaluation.epochs));
+                self.line(format!(
+                    "eval after {} epochs: {values}{mark}",
+                    evaluation.epochs
+                ));
             }
             Event::CheckpointWritten { kind, path } => {
                 if *kind == CheckpointKind::Best {

@@ -80,55 +80,92 @@ pub(crate) fn scan<S: Sink>(
     sinks: &mut [S],
 ) {
     debug_assert_eq!(sinks.len(), query.rows());
-    let reference = if layout == Layout::Symmetric {
-        query
-    } else {
-        reference
-    };
     let (n_query, n_ref) = (query.rows(), reference.rows());
-    if n_query == 0 || n_ref == 0 {
-        return;
-    }
-    let dim = query.dim;
-    let mut tile = vec![0.0f32; BLOCK.min(n_query) * BLOCK.min(n_ref)];
-    for q0 in (0..n_query).step_by(BLOCK) {
-        let q1 = (q0 + BLOCK).min(n_query);
-        let first_ref = if layout == Layout::Symmetric { q0 } else { 0 };
-        for r0 in (first_ref..n_ref).step_by(BLOCK) {
-            let r1 = (r0 + BLOCK).min(n_ref);
-            let (rows, cols) = (q1 - q0, r1 - r0);
-            let c = &mut tile[..rows * cols];
-            matmul(
-                query.block(q0, q1),
-                Transpose::No,
-                reference.block(r0, r1),
-                Transpose::Yes,
-                rows,
-                cols,
-                dim,
-                c,
-                0.0,
-                scale,
-            );
-            let c = &*c;
-            let ref_offset = &reference.offset[r0..r1];
-            match layout {
-                Layout::Symmetric if q0 == r0 => {
-                    merge_rows(&mut sinks[q0..q1], c, ref_offset, r0, Some(q0));
-                }
-                Layout::Symmetric => {
-                    let (head, tail) = sinks.split_at_mut(r0);
-                    let (row_sinks, col_sinks) = (&mut head[q0..q1], &mut tail[..cols]);
-                    let query_offset = &query.offset[q0..q1];
-                    rayon::join(
-                        || merge_rows(row_sinks, c, ref_offset, r0, None),
-                        || merge_columns(col_sinks, c, cols, query_offset, q0),
-                    );
-                }
-                Layout::Separate { self_shift } => {
+    let mut tile = Tile {
+        scale,
+        buffer: Vec::new(),
+    };
+    match layout {
+        Layout::Symmetric => tile.symmetric(query, sinks, 0, n_query, BLOCK),
+        Layout::Separate { self_shift } => {
+            for q0 in (0..n_query).step_by(BLOCK) {
+                let q1 = (q0 + BLOCK).min(n_query);
+                for r0 in (0..n_ref).step_by(BLOCK) {
+                    let r1 = (r0 + BLOCK).min(n_ref);
+                    let c = tile.product(query, q0..q1, reference, r0..r1);
                     let excluded = self_shift.map(|s| q0 + s);
-                    merge_rows(&mut sinks[q0..q1], c, ref_offset, r0, excluded);
+                    merge_rows(&mut sinks[q0..q1], c, &reference.offset[r0..r1], r0, excluded);
                 }
+            }
+        }
+    }
+}
+
+/// Diagonal tiles of the symmetric scan are split again down to this size, so the half of
+/// each diagonal tile that duplicates the other half stays a negligible cost.
+const DIAGONAL_LEAF: usize = 128;
+
+/// The score tile and how to fill it.
+struct Tile {
+    scale: f32,
+    buffer: Vec<f32>,
+}
+
+impl Tile {
+    /// `scale * a[rows] b[cols]^T`, row-major, in the reused buffer.
+    fn product(
+        &mut self,
+        a: &Side<'_>,
+        rows: std::ops::Range<usize>,
+        b: &Side<'_>,
+        cols: std::ops::Range<usize>,
+    ) -> &[f32] {
+        let (m, n) = (rows.len(), cols.len());
+        self.buffer.resize(self.buffer.len().max(m * n), 0.0);
+        let c = &mut self.buffer[..m * n];
+        matmul(
+            a.block(rows.start, rows.end),
+            Transpose::No,
+            b.block(cols.start, cols.end),
+            Transpose::Yes,
+            m,
+            n,
+            a.dim,
+            c,
+            0.0,
+            self.scale,
+        );
+        c
+    }
+
+    /// Every pair of distinct rows in `start..end` of `side`, each computed once: tiles above
+    /// the diagonal feed rows and columns, diagonal tiles recurse with smaller blocks.
+    fn symmetric<S: Sink>(
+        &mut self,
+        side: &Side<'_>,
+        sinks: &mut [S],
+        start: usize,
+        end: usize,
+        block: usize,
+    ) {
+        for q0 in (start..end).step_by(block) {
+            let q1 = (q0 + block).min(end);
+            if q1 - q0 > DIAGONAL_LEAF {
+                let sub = (block / 4).max(DIAGONAL_LEAF);
+                self.symmetric(side, sinks, q0, q1, sub);
+            } else {
+                let c = self.product(side, q0..q1, side, q0..q1);
+                merge_rows(&mut sinks[q0..q1], c, &side.offset[q0..q1], q0, Some(q0));
+            }
+            for r0 in (q1..end).step_by(block) {
+                let r1 = (r0 + block).min(end);
+                let c = self.product(side, q0..q1, side, r0..r1);
+                let (head, tail) = sinks.split_at_mut(r0);
+                let (row_sinks, col_sinks) = (&mut head[q0..q1], &mut tail[..r1 - r0]);
+                rayon::join(
+                    || merge_rows(row_sinks, c, &side.offset[r0..r1], r0, None),
+                    || merge_columns(col_sinks, c, r1 - r0, &side.offset[q0..q1], q0),
+                );
             }
         }
     }

@@ -141,59 +141,61 @@ impl Acc {
 }
 
 impl NTXentLoss {
-    /// All ordered pairs by label, streamed per anchor. Returns `(value, active)`.
+    /// All ordered pairs by label, one pass per anchor row. Writes the gradient **unscaled**
+    /// (every kept pair has the same reducer weight) and returns `(value, active, scale)`:
+    /// the caller multiplies the embedding gradient by `scale`, which is cheaper than scaling
+    /// the `n x n` buffer (the backward pass is linear).
     fn all_pairs<T: Real>(
         &self,
         scores: &Scores<T>,
         labels: &[i64],
         reducer: Reducer,
         grad: &mut [T],
-    ) -> (T, u64) {
+    ) -> (T, u64, T) {
         let n = scores.rows();
         let z = self.logit::<T>();
-        let negatives: Vec<Negatives<T>> = (0..n)
-            .into_par_iter()
-            .map(|a| {
-                let row = scores.row(a);
-                Negatives::of(
-                    (0..n)
-                        .filter(|&j| labels[j] != labels[a])
-                        .map(|j| z(row[j])),
-                )
-            })
-            .collect();
-        let positives =
-            |a: usize| (0..n).filter(move |&p| includes(true, a, p, labels[a], labels[p]));
-        let acc = (0..n)
-            .into_par_iter()
-            .map(|a| {
-                positives(a).fold(Acc::default(), |acc, p| {
-                    acc.add(reducer, pair_loss(z(scores.get(a, p)), negatives[a]).0)
-                })
+        let dz = self.dz::<T>();
+        let acc = grad
+            .par_chunks_mut(n)
+            .enumerate()
+            .map(|(a, g)| {
+                let (row, la) = (scores.row(a), labels[a]);
+                let max = row
+                    .iter()
+                    .zip(labels)
+                    .filter(|&(_, &l)| l != la)
+                    .fold(T::neg_infinity(), |m, (&s, _)| m.max(z(s)));
+                // The negatives' exponentials are kept in the row: they are the gradient up to
+                // one per-anchor factor.
+                let mut sum = T::zero();
+                for ((gj, &s), &l) in g.iter_mut().zip(row).zip(labels) {
+                    if l != la {
+                        *gj = (z(s) - max).exp();
+                        sum += *gj;
+                    }
+                }
+                let negs = Negatives { max, sum };
+                let mut acc = Acc::default();
+                let mut coef = T::zero();
+                for p in (0..n).filter(|&p| includes(true, a, p, la, labels[p])) {
+                    let (l, dl, c) = pair_loss(z(row[p]), negs);
+                    acc = acc.add(reducer, l);
+                    if reducer.keeps(l) {
+                        g[p] = dl * dz;
+                        coef += c;
+                    }
+                }
+                let coef = coef * dz;
+                for (gj, &l) in g.iter_mut().zip(labels) {
+                    if l != la {
+                        *gj *= coef;
+                    }
+                }
+                acc
             })
             .reduce(Acc::default, Acc::merge);
         let scale = reducer.scale::<T>(acc.kept, None);
-        let dz = self.dz::<T>();
-        grad.par_chunks_mut(n).enumerate().for_each(|(a, g)| {
-            let row = scores.row(a);
-            let mut coef = T::zero();
-            for p in positives(a) {
-                let (l, dl, c) = pair_loss(z(row[p]), negatives[a]);
-                if reducer.keeps(l) {
-                    g[p] += scale * dl * dz;
-                    coef += scale * c;
-                }
-            }
-            if coef != T::zero() {
-                let max = negatives[a].max;
-                for (j, gj) in g.iter_mut().enumerate() {
-                    if labels[j] != labels[a] {
-                        *gj += coef * (z(row[j]) - max).exp() * dz;
-                    }
-                }
-            }
-        });
-        (T::of(acc.sum * scale.f64()), acc.active)
+        (T::of(acc.sum * scale.f64()), acc.active, scale)
     }
 
     /// Listed pairs: each positive pair against the negative pairs listed for its anchor.
@@ -275,24 +277,27 @@ impl LossKernel for NTXentLoss {
         }
         let scores = self.distance.scores(x, None);
         let mut grad_s = vec![T::zero(); n * n];
-        let (loss, active, losses) = match (pos, neg) {
+        let (loss, active, losses, grad_scale) = match (pos, neg) {
             (
                 PairSet::Listed { anchor, other },
                 PairSet::Listed {
                     anchor: an,
                     other: ng,
                 },
-            ) => self.listed(
-                &scores,
-                (anchor, other),
-                (an, ng),
-                input.reducer,
-                &mut grad_s,
-            ),
+            ) => {
+                let (loss, active, losses) = self.listed(
+                    &scores,
+                    (anchor, other),
+                    (an, ng),
+                    input.reducer,
+                    &mut grad_s,
+                );
+                (loss, active, losses, T::one())
+            }
             _ => {
-                let (loss, active) =
+                let (loss, active, scale) =
                     self.all_pairs(&scores, input.labels, input.reducer, &mut grad_s);
-                (loss, active, Vec::new())
+                (loss, active, Vec::new(), scale)
             }
         };
         let terms = if input.want_terms {
@@ -324,10 +329,13 @@ impl LossKernel for NTXentLoss {
         } else {
             Vec::new()
         };
-        let grads = scores.backward(&mut grad_s);
+        let mut grad = scores.backward(&mut grad_s).x;
+        if grad_scale != T::one() {
+            grad.iter_mut().for_each(|g| *g *= grad_scale);
+        }
         Ok(KernelOutput {
             loss,
-            grad: grads.x,
+            grad,
             param_grad: None,
             terms,
             stats: LossStats { active, total },

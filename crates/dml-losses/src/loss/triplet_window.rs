@@ -63,12 +63,12 @@ pub(crate) fn fused_hinge<T: Real>(
                 let relu = |u: T| hinge(u).max(T::zero());
                 let k_lo = lo + run.partition_point(|&u| !reducer.below_upper(relu(u)));
                 let k_hi = (lo + run.partition_point(|&u| reducer.above_lower(relu(u)))).max(k_lo);
-                let act_hi =
-                    (lo + run.partition_point(|&u| hinge(u) > T::zero())).clamp(k_lo, k_hi);
+                let positive_hi = lo + run.partition_point(|&u| hinge(u) > T::zero());
+                let act_hi = positive_hi.clamp(k_lo, k_hi);
                 let n_act = (act_hi - k_lo) as u64;
                 acc.0 += n_act as f64 * (up.f64() + margin.f64()) - (prefix[act_hi] - prefix[k_lo]);
                 acc.1 += (k_hi - k_lo) as u64;
-                acc.2 += n_act;
+                acc.2 += (positive_hi - lo) as u64;
                 acc.3 += (hi - lo) as u64;
                 if n_act > 0 {
                     g[p] += slope * T::of(n_act as f64);

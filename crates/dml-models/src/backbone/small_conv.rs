@@ -42,7 +42,7 @@ pub struct SmallConvNet {
     pool: MaxPool2d,
 }
 
-/// One `conv3x3 → batch norm → ReLU` stage of [`SmallConvNet`].
+/// One `conv3x3 → batch norm` stage of [`SmallConvNet`] (which adds the pool and ReLU).
 #[derive(Module, Debug)]
 pub struct ConvBlock {
     conv: Conv2d,

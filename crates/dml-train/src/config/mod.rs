@@ -401,6 +401,36 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_resolve() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let origin = path.display().to_string();
+                if let Err(err) = RunConfig::resolve(&text, &origin, &[]) {
+                    panic!("{err}");
+                }
+                names.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        let expected = [
+            "angular",
+            "contrastive",
+            "hard",
+            "npairs",
+            "omniglot",
+            "semihard",
+        ];
+        assert!(
+            expected.iter().all(|n| names.contains(&n.to_string())),
+            "{names:?}"
+        );
+    }
+
+    #[test]
     fn batch_size_sets_classes_per_batch() {
         let mut config = RunConfig::default();
         config.set_batch_size(60).unwrap();
