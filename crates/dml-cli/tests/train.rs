@@ -131,7 +131,7 @@ fn configuration_mistakes_are_one_line_errors_naming_the_field() {
     assert!(err.contains("--set model.embeding_dim=3"), "{err}");
     assert!(err.contains("embeding_dim"), "{err}");
 
-    let err = fails(&["train", "--lr", "-1", "--dry-run"]);
+    let err = fails(&["train", "--lr=-1", "--dry-run"]);
     assert!(err.contains("optimizer.lr"), "{err}");
 
     let err = fails(&["run", "--loss", "TripletLoss", "--dry-run"]);

@@ -11,7 +11,7 @@
 //! let a = [1.0f32, 2.0, 3.0, 4.0];
 //! let b = [1.0f32, 0.0, 0.0, 1.0];
 //! let mut c = [0.0f32; 4];
-//! matmul(&a, Transpose::No, &b, Transpose::Yes, 2, 2, 2, &mut c, 1.0, 0.0);
+//! matmul(&a, Transpose::No, &b, Transpose::Yes, 2, 2, 2, &mut c, 0.0, 1.0);
 //! assert_eq!(c, [1.0, 2.0, 3.0, 4.0]);
 //! ```
 #![deny(missing_docs)]

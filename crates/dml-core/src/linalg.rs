@@ -103,7 +103,7 @@ fn rayon_threads() -> usize {
 /// Squared L2 norm of each row of a row-major `rows x d` matrix.
 pub fn row_sq_norms<T: Real>(x: &[T], d: usize) -> Vec<T> {
     if d == 0 {
-        return vec![T::zero(); 0];
+        return Vec::new();
     }
     x.chunks_exact(d)
         .map(|r| r.iter().map(|&v| v * v).sum())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use burn::tensor::Device;
 use dml_train::config::{Override, RunConfig};
-use dml_train::observer::{CheckpointKind, Control, Event, Observer};
+use dml_train::observer::{Control, Event, Observer};
 use dml_train::run::{Assembled, train};
 use dml_train::state::{RunStatus, TrainerState};
 use dml_train::task::Metrics;
@@ -332,11 +332,6 @@ impl Observer for Progress {
                     "eval after {} epochs: {values}{mark}",
                     evaluation.epochs
                 ));
-            }
-            Event::CheckpointWritten { kind, path } => {
-                if *kind == CheckpointKind::Best {
-                    self.bar.set_message(format!("saved {}", path.display()));
-                }
             }
             Event::EarlyStopped { best } => {
                 self.line(format!(
