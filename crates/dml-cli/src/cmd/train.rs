@@ -248,11 +248,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = Device::flex().autodiff();
     let outcome = train(&config, &assembled, &device, resume, &mut progress)?;
     progress.finish();
-    print_summary(
-        &outcome.state,
-        &RunPaths::new(&config.out),
-        started.elapsed(),
-    );
+    let keys = config.eval.metric_keys();
+    let paths = RunPaths::new(&config.out);
+    print_summary(&outcome.state, &paths, &keys, started.elapsed());
     Ok(())
 }
 
@@ -353,7 +351,7 @@ pub fn format_metrics(metrics: &Metrics, keys: &[String]) -> String {
         .join("  ")
 }
 
-fn print_summary(state: &TrainerState, paths: &RunPaths, elapsed: Duration) {
+fn print_summary(state: &TrainerState, paths: &RunPaths, keys: &[String], elapsed: Duration) {
     let status = match state.status {
         RunStatus::Finished => "finished",
         RunStatus::EarlyStopped => "stopped early",
@@ -375,8 +373,7 @@ fn print_summary(state: &TrainerState, paths: &RunPaths, elapsed: Duration) {
         );
     }
     if let Some(last) = state.last_evaluation() {
-        let keys: Vec<String> = last.metrics.keys().cloned().collect();
-        println!("last evaluation: {}", format_metrics(&last.metrics, &keys));
+        println!("last evaluation: {}", format_metrics(&last.metrics, keys));
     }
     println!("run folder: {}", paths.dir.display());
 }
