@@ -15,7 +15,11 @@ fn loss_round_trips_the_pml_reference_file() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let ours: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let expected: serde_json::Value = serde_json::from_str(
@@ -28,7 +32,11 @@ fn loss_round_trips_the_pml_reference_file() {
     for (o, e) in ours.iter().zip(expected) {
         assert_eq!(o["name"], e["name"]);
         let (lo, le) = (o["loss"].as_f64().unwrap(), e["loss"].as_f64().unwrap());
-        assert!((lo - le).abs() <= 1e-9 * (1.0 + le.abs()), "{}: {lo} vs {le}", e["name"]);
+        assert!(
+            (lo - le).abs() <= 1e-9 * (1.0 + le.abs()),
+            "{}: {lo} vs {le}",
+            e["name"]
+        );
         if let Some(m) = e.get("miner_output").filter(|m| !m.is_null()) {
             assert_eq!(&o["miner_output"], m, "{}", e["name"]);
         }
@@ -51,6 +59,9 @@ fn unknown_loss_is_a_one_line_error_listing_the_supported_ones() {
     assert_eq!(run.status.code(), Some(2));
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("TripletMarginLos") && err.contains("supported: ContrastiveLoss"), "{err}");
+    assert!(
+        err.contains("TripletMarginLos") && err.contains("supported: ContrastiveLoss"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -97,7 +97,13 @@ pub(crate) fn scan<S: Sink>(
                     let q1 = (q0 + BLOCK).min(n_query);
                     let c = tile.product(query, q0..q1, reference, r0..r1);
                     let excluded = self_shift.map(|s| q0 + s);
-                    merge_rows(&mut sinks[q0..q1], c, &reference.offset[r0..r1], r0, excluded);
+                    merge_rows(
+                        &mut sinks[q0..q1],
+                        c,
+                        &reference.offset[r0..r1],
+                        r0,
+                        excluded,
+                    );
                 }
             }
         }
