@@ -257,13 +257,10 @@ fn relevant_keys(
     relevant
 }
 
-/// Up to this many relevant items, a candidate's place among them is a plain count of the
-/// smaller keys; above, a bucket table over the relevant keys' range finds it (see
-/// [`RankSink::offer`]).
-const LINEAR_COUNT: usize = 16;
-
-/// Buckets per relevant item in that table.
-const CELLS_PER_ITEM: usize = 2;
+/// Up to this many relevant items, a candidate's place among them is a plain (vectorised)
+/// count of the smaller keys; above, a binary search. A bucket table over the key range was
+/// tried in place of the search and measured no faster.
+const LINEAR_COUNT: usize = 64;
 
 /// One query's relevant items (sorted best first, as parallel key / index arrays) and, for
 /// each, how many other-label items were found just ahead of it: `beaten[p]` counts candidates
@@ -274,60 +271,17 @@ struct RankSink<'a> {
     keys: Box<[f32]>,
     indices: Box<[u32]>,
     beaten: Box<[u32]>,
-    /// Equal-width buckets over `keys[0]..=keys[last]`: `cells[c]` is the number of keys below
-    /// bucket `c`'s lower edge (a first guess, corrected by scanning). Empty for few keys.
-    cells: Box<[u32]>,
-    /// Buckets per unit of key.
-    cells_per_key: f32,
 }
 
 impl<'a> RankSink<'a> {
     fn new(label: u32, reference_labels: &'a [u32], relevant: Box<[Candidate]>) -> Self {
-        let keys: Box<[f32]> = relevant.iter().map(|c| c.key).collect();
-        let (mut cells, mut cells_per_key) = (Box::default(), 0.0);
-        if keys.len() > LINEAR_COUNT {
-            let (lo, hi) = (keys[0], keys[keys.len() - 1]);
-            let n = keys.len() * CELLS_PER_ITEM;
-            let per_key = n as f32 / (hi - lo);
-            if per_key.is_finite() && per_key > 0.0 {
-                cells_per_key = per_key;
-                cells = (0..n)
-                    .map(|c| keys.partition_point(|&k| k < lo + c as f32 / per_key) as u32)
-                    .collect();
-            }
-        }
         Self {
             label,
             reference_labels,
+            keys: relevant.iter().map(|c| c.key).collect(),
             indices: relevant.iter().map(|c| c.index).collect(),
-            beaten: vec![0; keys.len() + 1].into_boxed_slice(),
-            keys,
-            cells,
-            cells_per_key,
+            beaten: vec![0; relevant.len() + 1].into_boxed_slice(),
         }
-    }
-
-    /// Number of relevant keys strictly below `key`.
-    #[inline]
-    fn keys_below(&self, key: f32) -> usize {
-        let keys = &self.keys;
-        if keys.len() <= LINEAR_COUNT {
-            return keys.iter().map(|&k| usize::from(k < key)).sum();
-        }
-        if self.cells.is_empty() {
-            return keys.partition_point(|&k| k < key);
-        }
-        // Guess from the bucket, then walk to the exact place (about one step on average;
-        // the walk makes the result exact whatever the rounding of the bucket index).
-        let cell = ((key - keys[0]) * self.cells_per_key).max(0.0) as usize;
-        let mut p = self.cells[cell.min(self.cells.len() - 1)] as usize;
-        while p < keys.len() && keys[p] < key {
-            p += 1;
-        }
-        while p > 0 && keys[p - 1] >= key {
-            p -= 1;
-        }
-        p
     }
 
     /// 1-based rank of each relevant item in the full ranking, best first.
@@ -354,8 +308,13 @@ impl Sink for RankSink<'_> {
         }
         // Relevant items ahead of the candidate: smaller keys, then equal keys with lower
         // indices (the order they are sorted in).
-        let mut p = self.keys_below(key);
-        while p < self.keys.len() && self.keys[p] == key && self.indices[p] < index {
+        let keys = &self.keys;
+        let mut p = if keys.len() <= LINEAR_COUNT {
+            keys.iter().map(|&k| usize::from(k < key)).sum()
+        } else {
+            keys.partition_point(|&k| k < key)
+        };
+        while p < keys.len() && keys[p] == key && self.indices[p] < index {
             p += 1;
         }
         self.beaten[p] += 1;
