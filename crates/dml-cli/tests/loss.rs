@@ -40,6 +40,26 @@ fn loss_round_trips_the_pml_reference_file() {
         if let Some(m) = e.get("miner_output").filter(|m| !m.is_null()) {
             assert_eq!(&o["miner_output"], m, "{}", e["name"]);
         }
+        for key in ["grad", "proxy_grad"] {
+            let Some(want) = e.get(key) else { continue };
+            let flat = |v: &serde_json::Value| -> Vec<f64> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                    .collect()
+            };
+            let (w, g) = (flat(want), flat(&o[key]));
+            let scale = w.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            assert_eq!(w.len(), g.len(), "{} {key}", e["name"]);
+            for (a, b) in w.iter().zip(&g) {
+                assert!(
+                    (a - b).abs() <= 1e-8 * scale,
+                    "{} {key}: {a} vs {b}",
+                    e["name"]
+                );
+            }
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -153,7 +153,7 @@ pub fn retrieval_metrics(
         let mut sinks: Vec<RankSink<'_>> = relevant
             .into_iter()
             .zip(&query_labels[start..end])
-            .map(|(relevant, &label)| RankSink::new(label, reference_labels, relevant))
+            .map(|(relevant, &label)| RankSink::new(label, reference_labels, &relevant))
             .collect();
         prepared.scan_queries(start, end, &mut sinks);
         for sink in &sinks {
@@ -274,7 +274,7 @@ struct RankSink<'a> {
 }
 
 impl<'a> RankSink<'a> {
-    fn new(label: u32, reference_labels: &'a [u32], relevant: Box<[Candidate]>) -> Self {
+    fn new(label: u32, reference_labels: &'a [u32], relevant: &[Candidate]) -> Self {
         Self {
             label,
             reference_labels,
@@ -511,7 +511,7 @@ mod tests {
             let mut sinks: Vec<RankSink<'_>> = relevant
                 .into_iter()
                 .zip(&labels[start..end])
-                .map(|(r, &l)| RankSink::new(l, &labels, r))
+                .map(|(r, &l)| RankSink::new(l, &labels, &r))
                 .collect();
             prepared.scan_queries(start, end, &mut sinks);
             for s in &sinks {

@@ -379,11 +379,25 @@ impl<T: Real> Scores<T> {
         if n == 0 || m == 0 || d == 0 {
             return ScoreGradients { x: dx, y: dy };
         }
+        match sparse_entries(grad, m, n.max(m)) {
+            Some(nonzeros) => self.sparse_backward(&nonzeros, &mut dx, dy.as_deref_mut()),
+            None => self.dense_backward(grad, &mut dx, dy.as_deref_mut()),
+        }
+        self.left.normalize_backward(&mut dx, d);
+        if let (Some(dy), Some(r)) = (dy.as_mut(), self.right.as_ref()) {
+            r.normalize_backward(dy, d);
+        }
+        ScoreGradients { x: dx, y: dy }
+    }
+
+    /// The backward pass with GEMMs, for a dense `dL/dS` (overwritten), before normalisation.
+    fn dense_backward(&self, grad: &mut [T], dx: &mut [T], mut dy: Option<&mut [T]>) {
+        let (n, m, d) = (self.rows, self.cols, self.dim);
         let yside = self.right.as_ref().unwrap_or(&self.left);
         match self.distance {
             Distance::Lp { power, .. } => {
                 self.lp_weights(grad, power);
-                self.exact_pairs_backward(grad, &mut dx, dy.as_mut());
+                self.exact_pairs_backward(grad, dx, dy.as_deref_mut());
                 let two = T::of(2.0);
                 if dy.is_none() {
                     symmetrize(grad, n);
@@ -392,7 +406,7 @@ impl<T: Real> Scores<T> {
                     .par_chunks(m)
                     .map(|r| r.iter().copied().sum())
                     .collect();
-                scale_rows(&mut dx, &self.left.points, &row_sums, two, d);
+                scale_rows(dx, &self.left.points, &row_sums, two, d);
                 matmul(
                     grad,
                     Transpose::No,
@@ -401,11 +415,11 @@ impl<T: Real> Scores<T> {
                     n,
                     d,
                     m,
-                    &mut dx,
+                    dx,
                     T::one(),
                     -two,
                 );
-                if let Some(dy) = dy.as_mut() {
+                if let Some(dy) = dy.as_deref_mut() {
                     let col_sums = column_sums(grad, n, m);
                     scale_rows(dy, &yside.points, &col_sums, two, d);
                     matmul(
@@ -434,11 +448,11 @@ impl<T: Real> Scores<T> {
                     n,
                     d,
                     m,
-                    &mut dx,
+                    dx,
                     T::zero(),
                     T::one(),
                 );
-                if let Some(dy) = dy.as_mut() {
+                if let Some(dy) = dy.as_deref_mut() {
                     matmul(
                         grad,
                         Transpose::Yes,
@@ -454,11 +468,55 @@ impl<T: Real> Scores<T> {
                 }
             }
         }
-        self.left.normalize_backward(&mut dx, d);
-        if let (Some(dy), Some(r)) = (dy.as_mut(), self.right.as_ref()) {
-            r.normalize_backward(dy, d);
+    }
+
+    /// The backward pass for a `dL/dS` with few non-zero entries (a mined list of pairs or
+    /// triplets): each entry's gradient directly, O(entries * dim), instead of dense GEMMs.
+    fn sparse_backward(
+        &self,
+        nonzeros: &[(usize, usize, T)],
+        dx: &mut [T],
+        mut dy: Option<&mut [T]>,
+    ) {
+        let d = self.dim;
+        let yside = self.right.as_ref().unwrap_or(&self.left);
+        let two = T::of(2.0);
+        for &(i, j, g) in nonzeros {
+            let (xi, yj) = (self.left.row(i, d), yside.row(j, d));
+            let lp_weight = match self.distance {
+                Distance::Lp {
+                    power: LpPower::One,
+                    ..
+                } => {
+                    let dist = self.get(i, j);
+                    if dist > T::zero() {
+                        g / dist
+                    } else {
+                        T::zero()
+                    }
+                }
+                Distance::Lp {
+                    power: LpPower::Two,
+                    ..
+                } => two * g,
+                Distance::Cosine | Distance::DotProduct { .. } => T::zero(),
+            };
+            for k in 0..d {
+                // Lp: d s / d x_i = 2 w (x_i - y_j) (the difference first: exact for near
+                // duplicates); dot products: d s / d x_i = y_j.
+                let (gx, gy) = if self.distance.is_similarity() {
+                    (g * yj[k], g * xi[k])
+                } else {
+                    let diff = lp_weight * (xi[k] - yj[k]);
+                    (diff, -diff)
+                };
+                dx[i * d + k] += gx;
+                match dy.as_deref_mut() {
+                    Some(dy) => dy[j * d + k] += gy,
+                    None => dx[j * d + k] += gy,
+                }
+            }
         }
-        ScoreGradients { x: dx, y: dy }
     }
 
     /// Replaces `dL/dS` by `dL/d(squared distance)` in place.
@@ -479,7 +537,7 @@ impl<T: Real> Scores<T> {
 
     /// Gradient of the exactly computed pairs from the explicit difference; zeroes their weight
     /// so the GEMM form does not count them again.
-    fn exact_pairs_backward(&self, w: &mut [T], dx: &mut [T], mut dy: Option<&mut Vec<T>>) {
+    fn exact_pairs_backward(&self, w: &mut [T], dx: &mut [T], mut dy: Option<&mut [T]>) {
         let d = self.dim;
         let m = self.cols;
         let yside = self.right.as_ref().unwrap_or(&self.left);
@@ -500,6 +558,29 @@ impl<T: Real> Scores<T> {
             }
         }
     }
+}
+
+/// The non-zero entries `(row, col, value)` of a `dL/dS` when there are so few (at most
+/// `per_row` per row on average) that visiting them beats the dense GEMMs; `None` otherwise.
+fn sparse_entries<T: Real>(
+    grad: &[T],
+    cols: usize,
+    per_row: usize,
+) -> Option<Vec<(usize, usize, T)>> {
+    // A GEMM does ~2 * dim flops per entry at full SIMD speed; a scattered entry costs ~4 * dim
+    // scalar flops, so sparse wins by a wide margin below a few entries per row.
+    let limit = 16 * per_row;
+    let count = grad.par_iter().filter(|&&g| g != T::zero()).count();
+    if count > limit {
+        return None;
+    }
+    Some(
+        grad.iter()
+            .enumerate()
+            .filter(|&(_, &g)| g != T::zero())
+            .map(|(k, &g)| (k / cols, k % cols, g))
+            .collect(),
+    )
 }
 
 /// `out[i] = scale * sums[i] * points[i]` for every row.
@@ -671,6 +752,41 @@ mod tests {
                         let gy = grads.y.as_ref().unwrap()[k];
                         assert!((fd - gy).abs() < 1e-6, "{dist:?} y k={k}: {fd} vs {gy}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The GEMM form and the per-entry form of the backward pass agree.
+    #[test]
+    fn dense_and_sparse_backward_agree() {
+        let (n, d) = (40, 5);
+        let x: Vec<f64> = (0..n * d)
+            .map(|k| ((k * 7919) % 53) as f64 / 13.0 - 2.0)
+            .collect();
+        let y: Vec<f64> = x[..20 * d].iter().map(|v| v * 0.7 + 0.1).collect();
+        let xm = MatrixRef::new(&x, n, d).unwrap();
+        for dist in all() {
+            for ym in [None, Some(MatrixRef::new(&y, 20, d).unwrap())] {
+                let s = dist.scores(xm, ym);
+                let g: Vec<f64> = (0..s.rows() * s.cols())
+                    .map(|k| ((k * 31) % 17) as f64 / 8.0 - 1.0)
+                    .collect();
+                let nonzeros: Vec<(usize, usize, f64)> = g
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &v)| (k / s.cols(), k % s.cols(), v))
+                    .collect();
+                let (mut dx1, mut dx2) = (vec![0.0; n * d], vec![0.0; n * d]);
+                let (mut dy1, mut dy2) = (vec![0.0; 20 * d], vec![0.0; 20 * d]);
+                let with_y = ym.is_some();
+                s.dense_backward(&mut g.clone(), &mut dx1, with_y.then_some(&mut dy1[..]));
+                s.sparse_backward(&nonzeros, &mut dx2, with_y.then_some(&mut dy2[..]));
+                for (a, b) in dx1.iter().zip(&dx2).chain(dy1.iter().zip(&dy2)) {
+                    assert!(
+                        (a - b).abs() < 1e-9 * (1.0 + a.abs()),
+                        "{dist:?} y={with_y}: {a} vs {b}"
+                    );
                 }
             }
         }

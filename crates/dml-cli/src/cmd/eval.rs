@@ -334,3 +334,42 @@ impl Report<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    fn parse(extra: &[&str]) -> Result<super::Args, clap::Error> {
+        let mut argv = vec!["eval", "--embeddings", "e.npy", "--labels", "l.npy"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults_are_the_survey_ks_and_all_metrics() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.k, vec![1, 2, 4, 8]);
+        assert!(args.metrics.is_none() && !args.json);
+        assert_eq!(
+            (args.seed, args.kmeans_restarts, args.kmeans_iters),
+            (0, 3, 20)
+        );
+    }
+
+    #[test]
+    fn k_is_a_comma_list_and_queries_come_in_pairs() {
+        assert_eq!(parse(&["--k", "1,10,100"]).unwrap().k, vec![1, 10, 100]);
+        assert!(parse(&["--k", "1,x"]).is_err());
+        assert!(parse(&["--query-embeddings", "q.npy"]).is_err());
+        assert!(parse(&["--query-labels", "q.txt"]).is_err());
+        assert!(parse(&["--query-embeddings", "q.npy", "--query-labels", "q.txt"]).is_ok());
+        assert!(parse(&["--distance", "cosine"]).is_ok());
+        assert!(parse(&["--distance", "manhattan"]).is_err());
+    }
+}

@@ -219,16 +219,71 @@ fn merge_rows<S: Sink>(
     first_excluded: Option<usize>,
 ) {
     let cols = offset.len();
+    let avx2 = has_avx2();
     sinks
         .par_iter_mut()
         .with_min_len(8)
         .enumerate()
         .for_each(|(i, sink)| {
+            let row = &c[i * cols..(i + 1) * cols];
             let excluded = first_excluded.map(|e| e + i);
-            merge_row(sink, &c[i * cols..(i + 1) * cols], offset, r0, excluded);
+            if avx2 {
+                // SAFETY: the CPU supports AVX2 (checked at run time by `has_avx2`).
+                unsafe { merge_row_avx2(sink, row, offset, r0, excluded) }
+            } else {
+                merge_row(sink, row, offset, r0, excluded);
+            }
         });
 }
 
+/// Whether the merges can run their AVX2 builds.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`merge_row`] compiled for AVX2: the compare-and-skip test then takes two 8-wide vector
+/// compares per 16 keys instead of four SSE2 ones (the merges are about a tenth of a scan).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn merge_row_avx2<S: Sink>(
+    sink: &mut S,
+    row: &[f32],
+    offset: &[f32],
+    r0: usize,
+    excluded: Option<usize>,
+) {
+    merge_row(sink, row, offset, r0, excluded);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn merge_row_avx2<S: Sink>(
+    sink: &mut S,
+    row: &[f32],
+    offset: &[f32],
+    r0: usize,
+    excluded: Option<usize>,
+) {
+    merge_row(sink, row, offset, r0, excluded);
+}
+
+/// Whether any of 16 keys (plus offsets) is within `bound`: branch-free, so it vectorises.
+#[inline(always)]
+fn any_within(keys: &[f32; LANES], offsets: &[f32; LANES], bound: f32) -> bool {
+    let mut any = false;
+    for (&k, &o) in keys.iter().zip(offsets) {
+        any |= k + o <= bound;
+    }
+    any
+}
+
+#[inline(always)]
 fn merge_row<S: Sink>(
     sink: &mut S,
     row: &[f32],
@@ -237,48 +292,101 @@ fn merge_row<S: Sink>(
     excluded: Option<usize>,
 ) {
     let mut bound = sink.bound();
-    for (chunk, (keys, offs)) in row.chunks(LANES).zip(offset.chunks(LANES)).enumerate() {
-        if !keys
-            .iter()
-            .zip(offs)
-            .fold(false, |any, (&k, &o)| any | (k + o <= bound))
-        {
-            continue;
-        }
+    let offer = |sink: &mut S, bound: &mut f32, from: usize, keys: &[f32], offs: &[f32]| {
         for (lane, (&k, &o)) in keys.iter().zip(offs).enumerate() {
             let key = k + o;
-            let index = r0 + chunk * LANES + lane;
-            if key <= bound && Some(index) != excluded {
+            let index = r0 + from + lane;
+            if key <= *bound && Some(index) != excluded {
                 sink.offer(key, index as u32);
-                bound = sink.bound();
+                *bound = sink.bound();
             }
         }
+    };
+    let (chunks, rest) = row.as_chunks::<LANES>();
+    let (offset_chunks, offset_rest) = offset.as_chunks::<LANES>();
+    for (chunk, (keys, offs)) in chunks.iter().zip(offset_chunks).enumerate() {
+        if any_within(keys, offs, bound) {
+            offer(sink, &mut bound, chunk * LANES, keys, offs);
+        }
     }
+    offer(sink, &mut bound, chunks.len() * LANES, rest, offset_rest);
 }
 
 /// Column `j` of `c` (row length `ldc`) holds the keys of query `j` (the sinks' owners, a
 /// block of the same set) against references `q0..`, whose offsets are `offset`.
 fn merge_columns<S: Sink>(sinks: &mut [S], c: &[f32], ldc: usize, offset: &[f32], q0: usize) {
+    let avx2 = has_avx2();
     sinks
-        .par_chunks_mut(LANES)
+        .par_chunks_mut(COLUMN_GROUP)
         .enumerate()
         .for_each(|(group, sinks)| {
-            let j0 = group * LANES;
-            let width = sinks.len();
-            let mut bounds = [f32::NEG_INFINITY; LANES];
-            for (b, s) in bounds.iter_mut().zip(sinks.iter()) {
-                *b = s.bound();
+            let j0 = group * COLUMN_GROUP;
+            if avx2 {
+                // SAFETY: the CPU supports AVX2 (checked at run time by `has_avx2`).
+                unsafe { merge_column_group_avx2(sinks, c, ldc, j0, offset, q0) }
+            } else {
+                merge_column_group(sinks, c, ldc, j0, offset, q0);
             }
-            for (i, &o) in offset.iter().enumerate() {
-                let keys = &c[i * ldc + j0..i * ldc + j0 + width];
-                if !keys
-                    .iter()
-                    .zip(&bounds)
-                    .fold(false, |any, (&k, &b)| any | (k + o <= b))
-                {
-                    continue;
-                }
-                for (lane, &k) in keys.iter().enumerate() {
+        });
+}
+
+/// [`merge_column_group`] compiled for AVX2 (see [`merge_row_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn merge_column_group_avx2<S: Sink>(
+    sinks: &mut [S],
+    c: &[f32],
+    ldc: usize,
+    j0: usize,
+    offset: &[f32],
+    q0: usize,
+) {
+    merge_column_group(sinks, c, ldc, j0, offset, q0);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn merge_column_group_avx2<S: Sink>(
+    sinks: &mut [S],
+    c: &[f32],
+    ldc: usize,
+    j0: usize,
+    offset: &[f32],
+    q0: usize,
+) {
+    merge_column_group(sinks, c, ldc, j0, offset, q0);
+}
+
+/// Columns merged by one task: 64 floats are four adjacent cache lines of each tile row, which
+/// the strided walk down the tile streams much better than one line.
+const COLUMN_GROUP: usize = 4 * LANES;
+
+/// Up to [`COLUMN_GROUP`] sinks owning columns `j0..` of `c`.
+#[inline(always)]
+fn merge_column_group<S: Sink>(
+    sinks: &mut [S],
+    c: &[f32],
+    ldc: usize,
+    j0: usize,
+    offset: &[f32],
+    q0: usize,
+) {
+    let width = sinks.len();
+    let mut bounds = [f32::NEG_INFINITY; COLUMN_GROUP];
+    for (b, s) in bounds.iter_mut().zip(sinks.iter()) {
+        *b = s.bound();
+    }
+    for (i, &o) in offset.iter().enumerate() {
+        let keys = &c[i * ldc + j0..i * ldc + j0 + width];
+        let (chunks, rest) = keys.as_chunks::<LANES>();
+        for (g, chunk) in chunks.iter().enumerate() {
+            let lanes = g * LANES..(g + 1) * LANES;
+            let chunk_bounds: &[f32; LANES] = bounds[lanes.clone()].try_into().expect("16 lanes");
+            let mut any = false;
+            for (&k, &b) in chunk.iter().zip(chunk_bounds) {
+                any |= k + o <= b;
+            }
+            if any {
+                for (lane, &k) in lanes.zip(chunk) {
                     let key = k + o;
                     if key <= bounds[lane] {
                         sinks[lane].offer(key, (q0 + i) as u32);
@@ -286,7 +394,15 @@ fn merge_columns<S: Sink>(sinks: &mut [S], c: &[f32], ldc: usize, offset: &[f32]
                     }
                 }
             }
-        });
+        }
+        for (lane, &k) in (chunks.len() * LANES..).zip(rest) {
+            let key = k + o;
+            if key <= bounds[lane] {
+                sinks[lane].offer(key, (q0 + i) as u32);
+                bounds[lane] = sinks[lane].bound();
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -731,6 +731,41 @@ mod tests {
         }
     }
 
+    /// The pairing the loss is made for: `MetricLoss` mines with a distance-weighted miner and
+    /// the loss equals the oracle on exactly the mined triplets, step after step.
+    #[test]
+    fn with_a_distance_weighted_miner_it_is_the_oracle_on_the_mined_triplets() {
+        use crate::metric_loss::{Batch, MetricLoss};
+        use crate::miner::{DistanceWeightedMiner, Miner};
+        let x: Vec<f64> = (0..96)
+            .map(|k| ((k * 7919) % 37) as f64 / 12.0 - 1.5)
+            .collect();
+        let labels: Vec<i64> = (0..24).map(|i| i / 3).collect();
+        let miner = DistanceWeightedMiner::new(0.5, 1.4, 7).unwrap();
+        let kernel = MarginLoss::new(Distance::PML_LP_DEFAULT, 0.2, 1.2).unwrap();
+        let loss = MetricLoss::new(kernel, Reducer::Divisor)
+            .unwrap()
+            .with_miner(miner);
+        let m = MatrixRef::new(&x, 24, 4).unwrap();
+        for step in 0..3 {
+            let mined = match Miner::from(miner).mine(m, &labels, step).unwrap() {
+                Tuples::Triplets(t) => t,
+                Tuples::Pairs(_) => panic!("the miner gives triplets"),
+            };
+            assert!(!mined.is_empty());
+            let out = loss
+                .compute(Batch::new(m, &labels).with_step(step))
+                .unwrap();
+            assert_eq!(out.mined, Some(mined.len() as u64));
+            let want = oracle(&x, &labels, &mined, &[1.2], None);
+            assert!(
+                (out.loss - want).abs() < 1e-12,
+                "step {step}: {} vs {want}",
+                out.loss
+            );
+        }
+    }
+
     #[test]
     fn no_triplets_is_zero_and_bad_parameters_are_rejected() {
         let (x, _) = data();

@@ -1,10 +1,12 @@
 //! NT-Xent loss (Chen et al. 2020, SimCLR; Sohn 2016), PML's form.
 
+use std::collections::HashMap;
+
 use dml_core::Real;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::pair_set::{PairSet, generic_pair_quirk, includes, pair_sets, selected_pairs};
+use super::pair_set::{PairSet, generic_pair_quirk, pair_sets, selected_pairs};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
 use crate::distance::{Distance, Scores};
 use crate::error::Result;
@@ -155,18 +157,26 @@ impl NTXentLoss {
         let n = scores.rows();
         let z = self.logit::<T>();
         let dz = self.dz::<T>();
+        let mut members: HashMap<i64, Vec<usize>> = HashMap::new();
+        for (i, &l) in labels.iter().enumerate() {
+            members.entry(l).or_default().push(i);
+        }
         let acc = grad
             .par_chunks_mut(n)
             .enumerate()
-            .map(|(a, g)| {
+            .map_init(Vec::new, |positives, (a, g)| {
                 let (row, la) = (scores.row(a), labels[a]);
                 let max = row
                     .iter()
                     .zip(labels)
-                    .filter(|&(_, &l)| l != la)
-                    .fold(T::neg_infinity(), |m, (&s, _)| m.max(z(s)));
+                    .fold(
+                        T::neg_infinity(),
+                        |m, (&s, &l)| {
+                            if l != la { m.max(z(s)) } else { m }
+                        },
+                    );
                 // The negatives' exponentials are kept in the row: they are the gradient up to
-                // one per-anchor factor.
+                // one per-anchor factor. Other entries stay 0.
                 let mut sum = T::zero();
                 for ((gj, &s), &l) in g.iter_mut().zip(row).zip(labels) {
                     if l != la {
@@ -177,19 +187,19 @@ impl NTXentLoss {
                 let negs = Negatives { max, sum };
                 let mut acc = Acc::default();
                 let mut coef = T::zero();
-                for p in (0..n).filter(|&p| includes(true, a, p, la, labels[p])) {
+                positives.clear();
+                for &p in members[&la].iter().filter(|&&p| p != a) {
                     let (l, dl, c) = pair_loss(z(row[p]), negs);
                     acc = acc.add(reducer, l);
                     if reducer.keeps(l) {
-                        g[p] = dl * dz;
+                        positives.push((p, dl * dz));
                         coef += c;
                     }
                 }
                 let coef = coef * dz;
-                for (gj, &l) in g.iter_mut().zip(labels) {
-                    if l != la {
-                        *gj *= coef;
-                    }
+                g.iter_mut().for_each(|gj| *gj *= coef);
+                for &(p, v) in positives.iter() {
+                    g[p] = v;
                 }
                 acc
             })

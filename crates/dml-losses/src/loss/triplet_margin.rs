@@ -302,8 +302,11 @@ mod tests {
     /// The fused and visited paths give exactly what evaluating the listed triplets gives.
     #[test]
     fn unlisted_paths_equal_listed_triplets() {
-        let labels = [0, 1, 0, 2, 1, 0, 2, 1, 1, 0, 3, 2];
-        let x = points(12, 3, 5);
+        // The first 20 rows share a class (sorted path); the rest are small classes (direct).
+        let labels: Vec<i64> = (0..30)
+            .map(|i| if i < 20 { 0 } else { i % 4 + 1 })
+            .collect();
+        let x = points(30, 3, 5);
         let raw = Distance::Lp {
             power: LpPower::One,
             normalize: false,
@@ -315,7 +318,7 @@ mod tests {
             Reducer::Threshold(ThresholdBounds::new(Some(0.05), Some(0.6)).unwrap()),
         ];
         for dist in [Distance::PML_LP_DEFAULT, Distance::Cosine, raw] {
-            let scores = dist.scores(MatrixRef::new(&x, 12, 3).unwrap(), None);
+            let scores = dist.scores(MatrixRef::new(&x, 30, 3).unwrap(), None);
             for (swap, smooth) in [(false, false), (true, false), (false, true)] {
                 let loss = TripletMarginLoss::new(dist, 0.3)
                     .unwrap()

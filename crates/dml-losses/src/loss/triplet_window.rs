@@ -18,6 +18,10 @@ use crate::miner::TripletMarginMiner;
 use crate::miner::sorted_negatives;
 use crate::reducer::Reducer;
 
+/// Up to this many positives per anchor, visiting each (positive, negative) pair directly
+/// (O(n * positives)) is cheaper than sorting the anchor's negatives (O(n log n)).
+const DIRECT_MAX_POSITIVES: usize = 16;
+
 /// What the fused pass found, before the reducer's scale is applied to the gradient.
 pub(crate) struct FusedTriplets<T> {
     /// The reduced loss.
@@ -43,6 +47,12 @@ pub(crate) fn fused_hinge<T: Real>(
         .enumerate()
         .map(|(a, g)| {
             g.iter_mut().for_each(|v| *v = T::zero());
+            let positives: Vec<usize> = (0..n)
+                .filter(|&p| p != a && labels[p] == labels[a])
+                .collect();
+            if positives.len() <= DIRECT_MAX_POSITIVES {
+                return direct_anchor(scores, labels, a, &positives, margin, window, reducer, g);
+            }
             let (negs, idx) = sorted_negatives(scores, labels, a);
             let mut prefix = Vec::with_capacity(negs.len() + 1);
             prefix.push(0.0f64);
@@ -51,10 +61,7 @@ pub(crate) fn fused_hinge<T: Real>(
             }
             let mut runs = vec![0i64; negs.len() + 1];
             let mut acc = (0.0f64, 0u64, 0u64, 0u64);
-            for p in 0..n {
-                if p == a || labels[p] != labels[a] {
-                    continue;
-                }
+            for &p in &positives {
                 let up = dist.farness(scores.get(a, p));
                 let (lo, hi) = window.map_or((0, negs.len()), |m| m.window(&negs, up));
                 let run = &negs[lo..hi];
@@ -95,4 +102,47 @@ pub(crate) fn fused_hinge<T: Real>(
         value: T::of(sum * scale.f64()),
         stats: LossStats { active, total },
     }
+}
+
+/// One anchor's triplets visited directly, with exactly the predicates of the sorted path:
+/// returns (sum of kept losses, kept, active, selected) and writes the unscaled gradient row.
+#[allow(clippy::too_many_arguments)]
+fn direct_anchor<T: Real>(
+    scores: &Scores<T>,
+    labels: &[i64],
+    a: usize,
+    positives: &[usize],
+    margin: T,
+    window: Option<&TripletMarginMiner>,
+    reducer: Reducer,
+    g: &mut [T],
+) -> (f64, u64, u64, u64) {
+    let dist = scores.distance();
+    let slope = dist.margin_slope::<T>();
+    let row = scores.row(a);
+    let ups: Vec<T> = positives.iter().map(|&p| dist.farness(row[p])).collect();
+    let mut acc = (0.0f64, 0u64, 0u64, 0u64);
+    for (j, &s) in row.iter().enumerate() {
+        if labels[j] == labels[a] {
+            continue;
+        }
+        let u = dist.farness(s);
+        for (&p, &up) in positives.iter().zip(&ups) {
+            if window.is_some_and(|m| !m.selects(u - up)) {
+                continue;
+            }
+            acc.3 += 1;
+            let hinge = (up - u) + margin;
+            acc.2 += (hinge > T::zero()) as u64;
+            if reducer.keeps(hinge.max(T::zero())) {
+                acc.1 += 1;
+                if hinge > T::zero() {
+                    acc.0 += hinge.f64();
+                    g[p] += slope;
+                    g[j] -= slope;
+                }
+            }
+        }
+    }
+    acc
 }

@@ -48,13 +48,39 @@ impl SemiHardMiner {
             .into_par_iter()
             .map(|a| {
                 let mut out = TripletIndices::default();
+                let pos: Vec<usize> = positives(labels, a).collect();
+                if pos.len() <= 16 {
+                    // Few positives: one scan of the negatives per positive.
+                    let row = scores.row(a);
+                    for &p in &pos {
+                        let up = dist.farness(row[p]);
+                        let (mut closer, mut far): (Option<(T, usize)>, Option<(T, usize)>) =
+                            (None, None);
+                        for (j, &s) in row.iter().enumerate() {
+                            if labels[j] == labels[a] {
+                                continue;
+                            }
+                            let u = dist.farness(s);
+                            if u > up && closer.is_none_or(|(b, _)| u < b) {
+                                closer = Some((u, j));
+                            }
+                            if far.is_none_or(|(b, _)| u > b) {
+                                far = Some((u, j));
+                            }
+                        }
+                        if let Some((_, ng)) = closer.or(far) {
+                            out.push(a, p, ng);
+                        }
+                    }
+                    return out;
+                }
                 let (negs, idx) = sorted_negatives(scores, labels, a);
                 let Some(&farthest) = negs.last() else {
                     return out;
                 };
                 // The farthest negative with the lowest index among ties.
                 let far = idx[negs.partition_point(|&u| u < farthest)] as usize;
-                for p in positives(labels, a) {
+                for p in pos {
                     let up = dist.farness(scores.get(a, p));
                     let k = negs.partition_point(|&u| u <= up);
                     out.push(a, p, if k < negs.len() { idx[k] as usize } else { far });
@@ -76,6 +102,40 @@ impl SemiHardMiner {
 mod tests {
     use super::*;
     use crate::matrix::MatrixRef;
+
+    /// Both the direct scan (few positives) and the sorted search (many) follow the rule.
+    #[test]
+    fn matches_the_rule_by_brute_force() {
+        let x: Vec<f64> = (0..90)
+            .map(|k| ((k * 7919) % 23) as f64 / 7.0 - 1.5)
+            .collect();
+        let labels: Vec<i64> = (0..30)
+            .map(|i| if i < 20 { 0 } else { i % 3 + 1 })
+            .collect();
+        for dist in [Distance::PML_LP_DEFAULT, Distance::Cosine] {
+            let s = dist.scores(MatrixRef::new(&x, 30, 3).unwrap(), None);
+            let got = SemiHardMiner::new(dist).mine(&s, &labels);
+            let mut want = TripletIndices::default();
+            for a in 0..30 {
+                let far = |j: usize| dist.farness(s.get(a, j));
+                let negs: Vec<usize> = (0..30).filter(|&j| labels[j] != labels[a]).collect();
+                for p in (0..30).filter(|&j| j != a && labels[j] == labels[a]) {
+                    let farther = negs.iter().copied().filter(|&j| far(j) > far(p));
+                    let pick = farther
+                        .reduce(|b, j| if far(j) < far(b) { j } else { b })
+                        .or_else(|| {
+                            negs.iter()
+                                .copied()
+                                .reduce(|b, j| if far(j) > far(b) { j } else { b })
+                        });
+                    if let Some(ng) = pick {
+                        want.push(a, p, ng);
+                    }
+                }
+            }
+            assert_eq!(got, want, "{dist:?}");
+        }
+    }
 
     #[test]
     fn picks_the_closest_farther_negative_or_the_farthest() {

@@ -120,19 +120,14 @@ impl TripletMarginMiner {
 
     /// Mines the kept triplets of a self score matrix scored with [`Self::distance`].
     pub fn mine<T: Real>(&self, scores: &Scores<T>, labels: &[i64]) -> Result<TripletIndices> {
-        let dist = scores.distance();
         let n = scores.rows();
         // Pass 1: count, so the budget is checked before anything large is allocated.
         let needed: u64 = (0..n)
             .into_par_iter()
             .map(|a| {
-                let (negs, _) = sorted_negatives(scores, labels, a);
-                positives(labels, a)
-                    .map(|p| {
-                        let (lo, hi) = self.window(&negs, dist.farness(scores.get(a, p)));
-                        (hi - lo) as u64
-                    })
-                    .sum::<u64>()
+                let mut count = 0u64;
+                self.visit_anchor(scores, labels, a, &mut |_, _| count += 1);
+                count
             })
             .sum();
         if needed > self.max_triplets {
@@ -142,22 +137,12 @@ impl TripletMarginMiner {
                 budget: self.max_triplets,
             });
         }
-        // Pass 2: emit per anchor, negatives of each window back in index order.
+        // Pass 2: emit per anchor, in (positive, negative) index order.
         let per_anchor: Vec<TripletIndices> = (0..n)
             .into_par_iter()
             .map(|a| {
-                let (negs, idx) = sorted_negatives(scores, labels, a);
                 let mut out = TripletIndices::default();
-                let mut window = Vec::new();
-                for p in positives(labels, a) {
-                    let (lo, hi) = self.window(&negs, dist.farness(scores.get(a, p)));
-                    window.clear();
-                    window.extend_from_slice(&idx[lo..hi]);
-                    window.sort_unstable();
-                    for &ng in &window {
-                        out.push(a, p, ng as usize);
-                    }
-                }
+                self.visit_anchor(scores, labels, a, &mut |p, ng| out.push(a, p, ng));
                 out
             })
             .collect();
@@ -168,6 +153,43 @@ impl TripletMarginMiner {
             out.negative.extend(t.negative);
         }
         Ok(out)
+    }
+
+    /// Calls `emit(positive, negative)` for every kept triplet of `anchor`, in index order.
+    /// With few positives each (positive, negative) pair is tested directly; otherwise each
+    /// positive's window is cut from the anchor's sorted negatives.
+    fn visit_anchor<T: Real>(
+        &self,
+        scores: &Scores<T>,
+        labels: &[i64],
+        a: usize,
+        emit: &mut dyn FnMut(usize, usize),
+    ) {
+        let dist = scores.distance();
+        let row = scores.row(a);
+        let pos: Vec<usize> = positives(labels, a).collect();
+        if pos.len() <= 16 {
+            for &p in &pos {
+                let up = dist.farness(row[p]);
+                for (j, &s) in row.iter().enumerate() {
+                    if labels[j] != labels[a] && self.selects(dist.farness(s) - up) {
+                        emit(p, j);
+                    }
+                }
+            }
+            return;
+        }
+        let (negs, idx) = sorted_negatives(scores, labels, a);
+        let mut window = Vec::new();
+        for &p in &pos {
+            let (lo, hi) = self.window(&negs, dist.farness(row[p]));
+            window.clear();
+            window.extend_from_slice(&idx[lo..hi]);
+            window.sort_unstable();
+            for &ng in &window {
+                emit(p, ng as usize);
+            }
+        }
     }
 }
 
@@ -188,11 +210,15 @@ mod tests {
     /// The streaming miner agrees with filtering every triplet by the definition.
     #[test]
     fn matches_brute_force_filter() {
-        let x: Vec<f64> = (0..40)
+        let x: Vec<f64> = (0..120)
             .map(|k| ((k * 7919) % 23) as f64 / 7.0 - 1.5)
             .collect();
-        let labels = [0, 1, 0, 2, 1, 0, 2, 1, 1, 0];
-        let m = MatrixRef::new(&x, 10, 4).unwrap();
+        // Class 0 has 20 members, so its anchors take the sorted path and the others the
+        // direct one.
+        let labels: Vec<i64> = (0..30)
+            .map(|i| if i % 3 == 0 || i < 10 { 0 } else { i % 4 + 1 })
+            .collect();
+        let m = MatrixRef::new(&x, 30, 4).unwrap();
         for dist in [Distance::PML_LP_DEFAULT, Distance::Cosine] {
             let s = dist.scores(m, None);
             for kind in [
@@ -204,7 +230,7 @@ mod tests {
                 let miner = TripletMarginMiner::new(dist, 0.2, kind).unwrap();
                 let got = miner.mine(&s, &labels).unwrap();
                 let mut want = TripletIndices::default();
-                for (a, p, n) in TripletIndices::all(&labels, 10_000).unwrap().iter() {
+                for (a, p, n) in TripletIndices::all(&labels, 100_000).unwrap().iter() {
                     let gap = dist.farness(s.get(a, n)) - dist.farness(s.get(a, p));
                     if miner.selects(gap) {
                         want.push(a, p, n);
