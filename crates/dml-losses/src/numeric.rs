@@ -85,6 +85,63 @@ impl<T: Real> LogSumExp<T> {
     }
 }
 
+/// The exponents of one row, kept so that `log(1 + sum e^v)` (or `log sum e^v`) and every
+/// term's softmax weight cost one `exp` per term.
+#[derive(Debug, Clone, Default)]
+pub struct ExpTerms<T> {
+    index: Vec<u32>,
+    value: Vec<T>,
+    total: T,
+}
+
+impl<T: Real> ExpTerms<T> {
+    /// Forgets the previous row's terms (keeps the allocation).
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.value.clear();
+    }
+
+    /// Adds the term `e^v` belonging to column `j`.
+    #[inline]
+    pub fn push(&mut self, j: usize, v: T) {
+        self.index.push(j as u32);
+        self.value.push(v);
+    }
+
+    /// Whether no term was added.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// `log(plus_one + sum e^v)` with `plus_one` 0 or 1; afterwards [`ExpTerms::weights`]
+    /// gives `e^v / (plus_one + sum e^v)`. Empty: `log(plus_one)` (0 or `-inf`).
+    pub fn log_sum(&mut self, plus_one: bool) -> T {
+        let mut max = self.value.iter().copied().fold(T::neg_infinity(), T::max);
+        if plus_one {
+            max = max.max(T::zero());
+        }
+        if max == T::neg_infinity() {
+            self.total = T::zero();
+            return max;
+        }
+        let mut total = if plus_one { (-max).exp() } else { T::zero() };
+        for v in &mut self.value {
+            *v = (*v - max).exp();
+            total += *v;
+        }
+        self.total = total;
+        max + total.ln()
+    }
+
+    /// `(column, softmax weight)` of every term, after [`ExpTerms::log_sum`].
+    pub fn weights(&self) -> impl Iterator<Item = (usize, T)> + '_ {
+        self.index
+            .iter()
+            .zip(&self.value)
+            .map(|(&j, &e)| (j as usize, e / self.total))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +161,26 @@ mod tests {
         let want = (1.0 + 3.0f64.exp() + (-40.0f64).exp()).ln();
         assert!((s.value_plus_one() - want).abs() < 1e-12);
         assert_eq!(LogSumExp::<f32>::default().value_plus_one(), 0.0);
+    }
+
+    #[test]
+    fn exp_terms_agree_with_the_running_log_sum_exp() {
+        let vals = [3.0f64, -2.0, 700.0, 699.5];
+        let mut t = ExpTerms::default();
+        let mut l = LogSumExp::default();
+        for (j, &v) in vals.iter().enumerate() {
+            t.push(j, v);
+            l.add(v);
+        }
+        let with_one = t.clone().log_sum(true);
+        assert!((with_one - l.value_plus_one()).abs() < 1e-12);
+        let lse = t.log_sum(false);
+        assert!((lse - l.value()).abs() < 1e-12);
+        let w: f64 = t.weights().map(|(_, w)| w).sum();
+        assert!((w - 1.0).abs() < 1e-12);
+        let mut empty = ExpTerms::<f32>::default();
+        assert_eq!(empty.log_sum(true), 0.0);
+        assert_eq!(empty.log_sum(false), f32::NEG_INFINITY);
     }
 
     #[test]

@@ -6,4 +6,3 @@ mod gradient_check;
 mod pml_equivalence;
 mod properties;
 mod proxy_losses;
-mod zz_timing_tmp;

@@ -94,54 +94,115 @@ impl LossKernel for AngularLoss {
                 }
             }
         };
-        let losses: Vec<T> = anchor
-            .par_iter()
-            .zip(positive.par_iter())
-            .map(|(&a, &p)| {
-                let mut lse = LogSumExp::default();
-                exponents(a as usize, p as usize, &mut |_, v| lse.add(v));
-                lse.value_plus_one()
-            })
-            .collect();
-        let red = input.reducer.reduce(&losses, None);
-        // Row r of d(mixed) collects every pair in which r is the anchor or the positive, so
-        // rows are independent and run in parallel.
-        let mut touching: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (k, (&a, &p)) in anchor.iter().zip(&positive).enumerate() {
-            touching[a as usize].push(k);
-            if p != a {
-                touching[p as usize].push(k);
-            }
-        }
         let mut grad_mixed = vec![T::zero(); n * n];
         let mut grad_unit = vec![T::zero(); n * d];
-        grad_mixed
-            .par_chunks_mut(n)
-            .zip(grad_unit.par_chunks_mut(d))
-            .enumerate()
-            .for_each(|(r, (gm, gu))| {
-                for &k in &touching[r] {
-                    let (a, p) = (anchor[k] as usize, positive[k] as usize);
-                    let w = input.reducer.weight(&red, losses[k]);
-                    if w == T::zero() {
-                        continue;
+        let (losses, value) = if tuples.is_none() {
+            // All pairs: (a, p) and (p, a) have the same exponents, so each row computes its
+            // own pairs once and takes both roles' gradient, in one pass with one exp per
+            // (pair, negative); kept pairs share the reducer's weight, applied at the end.
+            let members = class_members(labels);
+            let rows: Vec<(Vec<T>, f64, u64)> = grad_mixed
+                .par_chunks_mut(n)
+                .zip(grad_unit.par_chunks_mut(d))
+                .enumerate()
+                .map(|(r, (gm, gu))| {
+                    let negatives: Vec<usize> =
+                        (0..n).filter(|&j| labels[j] != labels[r]).collect();
+                    let mut e = vec![T::zero(); negatives.len()];
+                    let (mut out, mut sum, mut kept) = (Vec::new(), 0.0f64, 0u64);
+                    let two = T::of(2.0);
+                    for &q in members[&labels[r]].iter().filter(|&&q| q != r) {
+                        let c = two_1t * cos(r, q);
+                        let (rr, rq) = (mixed.row(r), mixed.row(q));
+                        let mut max = T::zero();
+                        for (ek, &j) in e.iter_mut().zip(&negatives) {
+                            *ek = four_t * (rr[j] + rq[j]) - c;
+                            max = max.max(*ek);
+                        }
+                        let mut total = (-max).exp();
+                        for ek in e.iter_mut() {
+                            *ek = (*ek - max).exp();
+                            total += *ek;
+                        }
+                        let l = max + total.ln();
+                        out.push(l);
+                        if !input.reducer.keeps(l) {
+                            continue;
+                        }
+                        kept += 1;
+                        sum += l.f64();
+                        let mut mass = T::zero();
+                        for (&ek, &j) in e.iter().zip(&negatives) {
+                            let sigma = ek / total;
+                            mass += sigma;
+                            gm[j] += two * four_t * sigma;
+                        }
+                        let coef = -two * two_1t * mass;
+                        for (g, &v) in gu.iter_mut().zip(xh(q)) {
+                            *g += coef * v;
+                        }
                     }
-                    // A pair (a, a) puts both of its roles on row a.
-                    let roles = if a == p { T::of(2.0) } else { T::one() };
-                    let mut mass = T::zero();
-                    exponents(a, p, &mut |j, v| {
-                        let sigma = (v - losses[k]).exp();
-                        mass += sigma;
-                        gm[j] += roles * w * four_t * sigma;
-                    });
-                    // d/dx^_r of -2(1+t) x^_a . x^_p: the other member of the pair.
-                    let other = if r == a { p } else { a };
-                    let coef = -roles * w * two_1t * mass;
-                    for (g, &v) in gu.iter_mut().zip(xh(other)) {
-                        *g += coef * v;
-                    }
+                    (out, sum, kept)
+                })
+                .collect();
+            let kept: u64 = rows.iter().map(|r| r.2).sum();
+            let scale = input.reducer.scale::<T>(kept, None);
+            grad_mixed.par_iter_mut().for_each(|v| *v *= scale);
+            grad_unit.iter_mut().for_each(|v| *v *= scale);
+            let value = T::of(rows.iter().map(|r| r.1).sum::<f64>() * scale.f64());
+            (
+                rows.into_iter().flat_map(|r| r.0).collect::<Vec<T>>(),
+                value,
+            )
+        } else {
+            let losses: Vec<T> = anchor
+                .par_iter()
+                .zip(positive.par_iter())
+                .map(|(&a, &p)| {
+                    let mut lse = LogSumExp::default();
+                    exponents(a as usize, p as usize, &mut |_, v| lse.add(v));
+                    lse.value_plus_one()
+                })
+                .collect();
+            let red = input.reducer.reduce(&losses, None);
+            // Row r of d(mixed) collects every pair in which r is the anchor or the positive,
+            // so rows are independent and run in parallel.
+            let mut touching: Vec<Vec<usize>> = vec![Vec::new(); n];
+            for (k, (&a, &p)) in anchor.iter().zip(&positive).enumerate() {
+                touching[a as usize].push(k);
+                if p != a {
+                    touching[p as usize].push(k);
                 }
-            });
+            }
+            grad_mixed
+                .par_chunks_mut(n)
+                .zip(grad_unit.par_chunks_mut(d))
+                .enumerate()
+                .for_each(|(r, (gm, gu))| {
+                    for &k in &touching[r] {
+                        let (a, p) = (anchor[k] as usize, positive[k] as usize);
+                        let w = input.reducer.weight(&red, losses[k]);
+                        if w == T::zero() {
+                            continue;
+                        }
+                        // A pair (a, a) puts both of its roles on row a.
+                        let roles = if a == p { T::of(2.0) } else { T::one() };
+                        let mut mass = T::zero();
+                        exponents(a, p, &mut |j, v| {
+                            let sigma = (v - losses[k]).exp();
+                            mass += sigma;
+                            gm[j] += roles * w * four_t * sigma;
+                        });
+                        // d/dx^_r of -2(1+t) x^_a . x^_p: the other member of the pair.
+                        let other = if r == a { p } else { a };
+                        let coef = -roles * w * two_1t * mass;
+                        for (g, &v) in gu.iter_mut().zip(xh(other)) {
+                            *g += coef * v;
+                        }
+                    }
+                });
+            (losses, red.value)
+        };
         let grads = mixed.backward(&mut grad_mixed);
         for (g, v) in grad_unit.iter_mut().zip(&grads.x) {
             *g += *v;
@@ -160,7 +221,7 @@ impl LossKernel for AngularLoss {
             Vec::new()
         };
         Ok(KernelOutput {
-            loss: red.value,
+            loss: value,
             grad,
             param_grad: None,
             terms,
@@ -170,4 +231,13 @@ impl LossKernel for AngularLoss {
             },
         })
     }
+}
+
+/// The rows of each label, in index order.
+fn class_members(labels: &[i64]) -> std::collections::HashMap<i64, Vec<usize>> {
+    let mut members: std::collections::HashMap<i64, Vec<usize>> = std::collections::HashMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        members.entry(l).or_default().push(i);
+    }
+    members
 }

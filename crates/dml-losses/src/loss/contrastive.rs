@@ -3,7 +3,7 @@
 use dml_core::Real;
 use serde::{Deserialize, Serialize};
 
-use super::pair_set::{generic_pair_quirk, pair_sets, selected_pairs};
+use super::pair_set::{generic_pair_quirk, pair_sets, reduce_all_pairs, selected_pairs};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
 use crate::distance::Distance;
 use crate::error::Result;
@@ -95,8 +95,20 @@ impl LossKernel for ContrastiveLoss {
         };
         let scores = dist.scores(x, None);
         let mut grad_s = vec![T::zero(); n * n];
-        let rp = pos.reduce(&scores, input.reducer, pos_f, &mut grad_s);
-        let rn = neg.reduce(&scores, input.reducer, neg_f, &mut grad_s);
+        let (rp, rn) = match tuples {
+            None => reduce_all_pairs(
+                input.labels,
+                &scores,
+                input.reducer,
+                pos_f,
+                neg_f,
+                &mut grad_s,
+            ),
+            Some(_) => (
+                pos.reduce(&scores, input.reducer, pos_f, &mut grad_s),
+                neg.reduce(&scores, input.reducer, neg_f, &mut grad_s),
+            ),
+        };
         let mut terms = Vec::new();
         if input.want_terms {
             let (a, p) = pos.to_lists();

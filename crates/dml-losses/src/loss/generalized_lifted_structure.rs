@@ -9,7 +9,7 @@ use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndi
 use crate::distance::Distance;
 use crate::error::Result;
 use crate::miner::Miner;
-use crate::numeric::LogSumExp;
+use crate::numeric::ExpTerms;
 use crate::reducer::Reducer;
 
 /// Generalized lifted structure loss, one term per row.
@@ -74,42 +74,47 @@ impl LossKernel for GeneralizedLiftedStructureLoss {
         }
         let mask = &masked.mask;
         let (nm, pm) = (T::of(self.neg_margin), T::of(self.pos_margin));
-        let lse_or_zero = |l: &LogSumExp<T>| if l.is_empty() { T::zero() } else { l.value() };
-        let rows: Vec<(T, T, T)> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let (mut pos, mut neg) = (LogSumExp::default(), LogSumExp::default());
-                for (j, &s) in scores.row(i).iter().enumerate() {
-                    if mask.pos(i, j, s) {
-                        pos.add(dist.margin(s, pm));
-                    }
-                    if mask.neg(i, j, s) {
-                        neg.add(dist.margin(nm, s));
-                    }
-                }
-                let (lp, ln) = (lse_or_zero(&pos), lse_or_zero(&neg));
-                ((lp + ln).max(T::zero()), lp, ln)
-            })
-            .collect();
-        let losses: Vec<T> = rows.iter().map(|r| r.0).collect();
-        let red = input.reducer.reduce(&losses, None);
         let slope = dist.margin_slope::<T>();
+        // One pass per row with unscaled gradients, as in MultiSimilarityLoss.
         let mut grad_s = vec![T::zero(); n * n];
-        grad_s.par_chunks_mut(n).enumerate().for_each(|(i, g)| {
-            let (l, lp, ln) = rows[i];
-            let w = input.reducer.weight(&red, l);
-            if w == T::zero() || l == T::zero() {
-                return;
-            }
-            for (j, &s) in scores.row(i).iter().enumerate() {
-                if mask.pos(i, j, s) {
-                    g[j] += w * slope * (dist.margin(s, pm) - lp).exp();
-                }
-                if mask.neg(i, j, s) {
-                    g[j] -= w * slope * (dist.margin(nm, s) - ln).exp();
-                }
-            }
-        });
+        let losses: Vec<T> = grad_s
+            .par_chunks_mut(n)
+            .enumerate()
+            .map_init(
+                || (ExpTerms::default(), ExpTerms::default()),
+                |(pos, neg), (i, g)| {
+                    pos.clear();
+                    neg.clear();
+                    for (j, &s) in scores.row(i).iter().enumerate() {
+                        if mask.pos(i, j, s) {
+                            pos.push(j, dist.margin(s, pm));
+                        }
+                        if mask.neg(i, j, s) {
+                            neg.push(j, dist.margin(nm, s));
+                        }
+                    }
+                    // An empty set contributes 0 (PML masks it).
+                    let lp = if pos.is_empty() {
+                        T::zero()
+                    } else {
+                        pos.log_sum(false)
+                    };
+                    let ln = if neg.is_empty() {
+                        T::zero()
+                    } else {
+                        neg.log_sum(false)
+                    };
+                    let l = (lp + ln).max(T::zero());
+                    if l > T::zero() && input.reducer.keeps(l) {
+                        pos.weights().for_each(|(j, w)| g[j] += slope * w);
+                        neg.weights().for_each(|(j, w)| g[j] -= slope * w);
+                    }
+                    l
+                },
+            )
+            .collect();
+        let red = input.reducer.reduce(&losses, None);
+        grad_s.par_iter_mut().for_each(|v| *v *= red.scale);
         let grads = scores.backward(&mut grad_s);
         let active = losses.iter().filter(|&&l| l != T::zero()).count() as u64;
         Ok(KernelOutput {

@@ -9,7 +9,7 @@ use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndi
 use crate::distance::Distance;
 use crate::error::Result;
 use crate::miner::Miner;
-use crate::numeric::LogSumExp;
+use crate::numeric::ExpTerms;
 use crate::reducer::Reducer;
 
 /// Multi-similarity loss.
@@ -80,42 +80,37 @@ impl LossKernel for MultiSimilarityLoss {
         }
         let mask = &masked.mask;
         let (alpha, beta, base) = (T::of(self.alpha), T::of(self.beta), T::of(self.base));
-        // Per row: (loss, log(1 + sum) of the positive and of the negative exponentials).
-        let rows: Vec<(T, T, T)> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let (mut pos, mut neg) = (LogSumExp::default(), LogSumExp::default());
-                for (j, &s) in scores.row(i).iter().enumerate() {
-                    if mask.pos(i, j, s) {
-                        pos.add(alpha * dist.margin(s, base));
-                    }
-                    if mask.neg(i, j, s) {
-                        neg.add(beta * dist.margin(base, s));
-                    }
-                }
-                let (lp, ln) = (pos.value_plus_one(), neg.value_plus_one());
-                (lp / alpha + ln / beta, lp, ln)
-            })
-            .collect();
-        let losses: Vec<T> = rows.iter().map(|r| r.0).collect();
-        let red = input.reducer.reduce(&losses, None);
         let slope = dist.margin_slope::<T>();
+        // One pass per row: the loss, and (if the reducer keeps it) its unscaled gradient;
+        // every kept row has the same reducer weight, applied at the end.
         let mut grad_s = vec![T::zero(); n * n];
-        grad_s.par_chunks_mut(n).enumerate().for_each(|(i, g)| {
-            let (l, lp, ln) = rows[i];
-            let w = input.reducer.weight(&red, l);
-            if w == T::zero() {
-                return;
-            }
-            for (j, &s) in scores.row(i).iter().enumerate() {
-                if mask.pos(i, j, s) {
-                    g[j] += w * slope * (alpha * dist.margin(s, base) - lp).exp();
-                }
-                if mask.neg(i, j, s) {
-                    g[j] -= w * slope * (beta * dist.margin(base, s) - ln).exp();
-                }
-            }
-        });
+        let losses: Vec<T> = grad_s
+            .par_chunks_mut(n)
+            .enumerate()
+            .map_init(
+                || (ExpTerms::default(), ExpTerms::default()),
+                |(pos, neg), (i, g)| {
+                    pos.clear();
+                    neg.clear();
+                    for (j, &s) in scores.row(i).iter().enumerate() {
+                        if mask.pos(i, j, s) {
+                            pos.push(j, alpha * dist.margin(s, base));
+                        }
+                        if mask.neg(i, j, s) {
+                            neg.push(j, beta * dist.margin(base, s));
+                        }
+                    }
+                    let l = pos.log_sum(true) / alpha + neg.log_sum(true) / beta;
+                    if input.reducer.keeps(l) {
+                        pos.weights().for_each(|(j, w)| g[j] += slope * w);
+                        neg.weights().for_each(|(j, w)| g[j] -= slope * w);
+                    }
+                    l
+                },
+            )
+            .collect();
+        let red = input.reducer.reduce(&losses, None);
+        grad_s.par_iter_mut().for_each(|v| *v *= red.scale);
         let grads = scores.backward(&mut grad_s);
         let active = losses.iter().filter(|&&l| l != T::zero()).count() as u64;
         let terms = if input.want_terms {

@@ -219,3 +219,74 @@ pub(crate) fn selected_pairs<'a>(
 pub(crate) fn generic_pair_quirk(pos: &PairSet<'_>, neg: &PairSet<'_>) -> bool {
     pos.len() <= 1 && neg.len() <= 1
 }
+
+/// [`PairSet::reduce`] for all positive and all negative pairs at once: one sweep over the
+/// score matrix for both sums and one for both gradients, instead of two each.
+pub(crate) fn reduce_all_pairs<T: Real, P, N>(
+    labels: &[i64],
+    scores: &Scores<T>,
+    reducer: Reducer,
+    pos_f: P,
+    neg_f: N,
+    grad: &mut [T],
+) -> (PairReduction<T>, PairReduction<T>)
+where
+    P: Fn(T) -> (T, T) + Sync,
+    N: Fn(T) -> (T, T) + Sync,
+{
+    let cols = scores.cols();
+    let zero = || ((0.0f64, 0u64, 0u64), (0.0f64, 0u64, 0u64));
+    let (pos, neg) = (0..scores.rows())
+        .into_par_iter()
+        .map(|i| {
+            let (mut p, mut q) = zero();
+            for (j, &s) in scores.row(i).iter().enumerate() {
+                if labels[i] == labels[j] {
+                    if i != j {
+                        add(&mut p, reducer, pos_f(s).0);
+                    }
+                } else {
+                    add(&mut q, reducer, neg_f(s).0);
+                }
+            }
+            (p, q)
+        })
+        .reduce(zero, |x, y| {
+            (
+                (x.0.0 + y.0.0, x.0.1 + y.0.1, x.0.2 + y.0.2),
+                (x.1.0 + y.1.0, x.1.1 + y.1.1, x.1.2 + y.1.2),
+            )
+        });
+    let (sp, sn) = (
+        reducer.scale::<T>(pos.1, None),
+        reducer.scale::<T>(neg.1, None),
+    );
+    grad.par_chunks_mut(cols).enumerate().for_each(|(i, g)| {
+        for (j, &s) in scores.row(i).iter().enumerate() {
+            let (f, scale) = if labels[i] == labels[j] {
+                if i == j {
+                    continue;
+                }
+                (pos_f(s), sp)
+            } else {
+                (neg_f(s), sn)
+            };
+            if reducer.keeps(f.0) {
+                g[j] += scale * f.1;
+            }
+        }
+    });
+    let all = |positive| PairSet::All { labels, positive }.len();
+    (
+        PairReduction {
+            value: T::of(pos.0 * sp.f64()),
+            active: pos.2,
+            total: all(true),
+        },
+        PairReduction {
+            value: T::of(neg.0 * sn.f64()),
+            active: neg.2,
+            total: all(false),
+        },
+    )
+}
