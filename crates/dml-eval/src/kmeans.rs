@@ -12,22 +12,27 @@
 //! ```
 //!
 //! **Cost.** An assignment pass is `N k D` multiply-adds: with k = number of classes that is
-//! 60,000 x 12,000 x 512 = 3.7e11 for Stanford Online Products, about 3.5 s on two cores at
-//! 100 GMAC/s. Textbook k-means++ is as expensive and sequential (k passes over the data), so
-//! the initialisation here draws from the exact k-means++ distribution by rejection: it samples
+//! 60,000 x 12,000 x 512 = 3.7e11 for Stanford Online Products, about 7.5 CPU-seconds (3.8 s
+//! on two cores) through the blocked GEMM on the development machine (docs/benchmarks.md).
+//! Textbook k-means++ is as expensive and sequential (k passes over the data), so the
+//! initialisation here draws from the exact k-means++ distribution by rejection: it samples
 //! from D^2 as of the last refresh (an upper bound, since D only shrinks), checks the candidate
 //! against the centres added since (a few hundred dot products) and accepts it with
 //! probability D_now^2 / D_then^2; every 256 centres, or when acceptances fall below about
 //! one in two, one GEMM pass over the new centres refreshes D. The whole initialisation then
 //! costs about one assignment pass and ends with the first assignment already made.
+//! Bound-based accelerations (Elkan, Hamerly) were considered and left out: with ~5 points per
+//! cluster in 512 dimensions the distance to the own centre is larger than half the distance
+//! between centres, so their bounds prune almost nothing.
 //!
-//! **Budget.** [`KMeansConfig::max_multiply_adds`] caps the work (default 8e11, about two
-//! passes at 60k x 12,000 x 512, so a 60k evaluation stays within its time target: one
-//! restart, initialisation plus one Lloyd iteration). The first restart always gets its
+//! **Budget.** [`KMeansConfig::max_multiply_adds`] caps the work (default 8e11: at 60k x
+//! 12,000 x 512 that is two passes, initialisation plus one Lloyd iteration, one restart, which
+//! keeps a whole 60k evaluation near its 18 s target). The first restart always gets its
 //! initialisation and one iteration; further iterations and restarts run only while the
 //! budget allows a whole pass (a restart needs two). Small problems are not affected: at
-//! 10,000 x 100 x 512 the default 3 restarts x 20 iterations use 6% of it. The cut is a
-//! function of the shapes and the data only, so results stay deterministic.
+//! 10,000 x 100 x 512 the default 3 restarts x 20 iterations use at most 4% of it. The cut is
+//! a function of the shapes and the data only, so results stay deterministic, and
+//! [`KMeans::restarts_run`] / [`KMeans::iterations`] say what ran.
 //!
 //! Empty clusters take the point farthest from its centre (ties: lower index), as
 //! scikit-learn does.

@@ -394,80 +394,56 @@ impl<T: Real> Scores<T> {
     fn dense_backward(&self, grad: &mut [T], dx: &mut [T], mut dy: Option<&mut [T]>) {
         let (n, m, d) = (self.rows, self.cols, self.dim);
         let yside = self.right.as_ref().unwrap_or(&self.left);
-        match self.distance {
+        // S = f(X Y^T): dX collects W Y and dY collects W^T X. With Y = X both land in dX;
+        // a second GEMM with the transposed operand is cheaper than symmetrising W in place.
+        let (gemm_scale, keep) = match self.distance {
             Distance::Lp { power, .. } => {
                 self.lp_weights(grad, power);
                 self.exact_pairs_backward(grad, dx, dy.as_deref_mut());
+                // d sq / dx_i = 2 (x_i - y_j): 2 * rowsum(W) x_i - 2 (W Y)_i, likewise for y.
                 let two = T::of(2.0);
-                if dy.is_none() {
-                    symmetrize(grad, n);
-                }
                 let row_sums: Vec<T> = grad
                     .par_chunks(m)
                     .map(|r| r.iter().copied().sum())
                     .collect();
+                let col_sums = column_sums(grad, n, m);
                 scale_rows(dx, &self.left.points, &row_sums, two, d);
-                matmul(
-                    grad,
-                    Transpose::No,
-                    &yside.points,
-                    Transpose::No,
-                    n,
-                    d,
-                    m,
-                    dx,
-                    T::one(),
-                    -two,
-                );
-                if let Some(dy) = dy.as_deref_mut() {
-                    let col_sums = column_sums(grad, n, m);
-                    scale_rows(dy, &yside.points, &col_sums, two, d);
-                    matmul(
-                        grad,
-                        Transpose::Yes,
-                        &self.left.points,
-                        Transpose::No,
-                        m,
-                        d,
-                        n,
-                        dy,
-                        T::one(),
-                        -two,
-                    );
+                match dy.as_deref_mut() {
+                    Some(dy) => scale_rows(dy, &yside.points, &col_sums, two, d),
+                    None => scale_rows(dx, &self.left.points, &col_sums, two, d),
                 }
+                (-two, T::one())
             }
-            Distance::Cosine | Distance::DotProduct { .. } => {
-                if dy.is_none() {
-                    symmetrize(grad, n);
-                }
-                matmul(
-                    grad,
-                    Transpose::No,
-                    &yside.points,
-                    Transpose::No,
-                    n,
-                    d,
-                    m,
-                    dx,
-                    T::zero(),
-                    T::one(),
-                );
-                if let Some(dy) = dy.as_deref_mut() {
-                    matmul(
-                        grad,
-                        Transpose::Yes,
-                        &self.left.points,
-                        Transpose::No,
-                        m,
-                        d,
-                        n,
-                        dy,
-                        T::zero(),
-                        T::one(),
-                    );
-                }
-            }
-        }
+            Distance::Cosine | Distance::DotProduct { .. } => (T::one(), T::zero()),
+        };
+        matmul(
+            grad,
+            Transpose::No,
+            &yside.points,
+            Transpose::No,
+            n,
+            d,
+            m,
+            dx,
+            keep,
+            gemm_scale,
+        );
+        let (target, keep_target) = match dy {
+            Some(dy) => (dy, keep),
+            None => (dx, T::one()),
+        };
+        matmul(
+            grad,
+            Transpose::Yes,
+            &self.left.points,
+            Transpose::No,
+            m,
+            d,
+            n,
+            target,
+            keep_target,
+            gemm_scale,
+        );
     }
 
     /// The backward pass for a `dL/dS` with few non-zero entries (a mined list of pairs or
@@ -596,36 +572,14 @@ fn scale_rows<T: Real>(out: &mut [T], points: &[T], sums: &[T], scale: T, d: usi
 }
 
 fn column_sums<T: Real>(w: &[T], n: usize, m: usize) -> Vec<T> {
-    let mut sums = vec![T::zero(); m];
-    for r in w.chunks(m).take(n) {
-        for (s, &v) in sums.iter_mut().zip(r) {
-            *s += v;
-        }
-    }
-    sums
-}
-
-/// `w <- w + w^T` for a square row-major matrix, in cache-sized tiles.
-///
-/// Lets a self score matrix (`y = x`) take its backward with one GEMM instead of two.
-fn symmetrize<T: Real>(w: &mut [T], n: usize) {
-    const TILE: usize = 64;
-    for bi in (0..n).step_by(TILE) {
-        for bj in (bi..n).step_by(TILE) {
-            for i in bi..(bi + TILE).min(n) {
-                let j0 = if bi == bj { i } else { bj };
-                for j in j0..(bj + TILE).min(n) {
-                    if i == j {
-                        w[i * n + i] = w[i * n + i] + w[i * n + i];
-                    } else {
-                        let s = w[i * n + j] + w[j * n + i];
-                        w[i * n + j] = s;
-                        w[j * n + i] = s;
-                    }
-                }
-            }
-        }
-    }
+    let add = |mut a: Vec<T>, b: &[T]| {
+        a.iter_mut().zip(b).for_each(|(x, &y)| *x += y);
+        a
+    };
+    w[..n * m]
+        .par_chunks(m)
+        .fold(|| vec![T::zero(); m], add)
+        .reduce(|| vec![T::zero(); m], |a, b| add(a, &b))
 }
 
 #[cfg(test)]

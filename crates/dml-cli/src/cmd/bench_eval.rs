@@ -12,7 +12,7 @@ use dml_eval::{Distance, Embeddings, EvalConfig, KMeansConfig, Metric, QueryMode
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Arguments of `dml bench eval`.
+/// Time and memory of `dml eval`'s engine on seeded synthetic embeddings (queries = reference).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Problem sizes as ITEMSxCLASSES, comma separated.

@@ -102,6 +102,9 @@ struct Measurement {
     /// Milliseconds of each timed run of the kernel alone (`MetricLoss::compute` on host
     /// data, no burn), sorted.
     kernel_ms: Vec<f64>,
+    /// Milliseconds of each run of the floor (the two GEMMs), sorted, measured in the same
+    /// process right after the loss so that both see the same machine load.
+    floor_ms: Vec<f64>,
     /// Peak resident memory of the process, MiB.
     peak_mib: Option<f64>,
     /// Resident memory before the batch was built, MiB.
@@ -137,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     println!(
         "dml bench losses: D {}, {} per class, seed {}, {threads} thread(s), median [min-max] of {} \
-         run(s) after a warm-up; one child process per cell",
+         run(s) after a warm-up; one child process per cell, which also times the floor",
         args.dim, args.per_class, args.seed, args.repeats
     );
     println!(
@@ -146,14 +149,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for &n in &args.sizes {
-        let floor = gemm_floor(n, args.dim, args.repeats, args.seed)?;
         for c in configs()
             .iter()
             .filter(|c| args.only.is_empty() || args.only.iter().any(|o| o == c.name))
         {
             match child(c.name, n, threads, &args) {
                 Ok(m) => {
-                    let med = median(&m.step_ms);
+                    let (med, floor) = (median(&m.step_ms), median(&m.floor_ms));
                     println!(
                         "| {} | {n} | {med:.1} [{:.1}-{:.1}] | {:.1} | {} | {floor:.1} | {:.1}x |",
                         c.name,
@@ -167,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         med / floor,
                     );
                 }
-                Err(e) => println!("| {} | {n} | failed: {e:#} | | | {floor:.1} | |", c.name),
+                Err(e) => println!("| {} | {n} | failed: {e:#} | | | | |", c.name),
             }
         }
     }
@@ -230,9 +232,11 @@ fn measure(name: &str, n: usize, args: &Args) -> anyhow::Result<Measurement> {
         loss.compute(batch).map(|_| ()).map_err(Into::into)
     })?;
     let value = step()?;
+    let floor_ms = gemm_floor(&x, n, args.dim, args.repeats)?;
     Ok(Measurement {
         step_ms,
         kernel_ms,
+        floor_ms,
         peak_mib: peak_rss_mib(),
         base_mib,
         loss: value,
@@ -284,39 +288,17 @@ fn median(sorted: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-/// The floor: one `N x N x D` GEMM for the scores and one for the gradient, median ms.
-fn gemm_floor(n: usize, d: usize, repeats: usize, seed: u64) -> anyhow::Result<f64> {
-    let (x, _) = batch(n, d, 2, seed);
+/// The floor: one `N x N x D` GEMM for the scores and one for the gradient; ms per run,
+/// sorted.
+fn gemm_floor(x: &[f32], n: usize, d: usize, repeats: usize) -> anyhow::Result<Vec<f64>> {
     let mut scores = vec![0.0f32; n * n];
     let mut grad = vec![0.0f32; n * d];
-    let times = timed(repeats, || {
-        matmul(
-            &x,
-            Transpose::No,
-            &x,
-            Transpose::Yes,
-            n,
-            n,
-            d,
-            &mut scores,
-            0.0,
-            1.0,
-        );
-        matmul(
-            &scores,
-            Transpose::No,
-            &x,
-            Transpose::No,
-            n,
-            d,
-            n,
-            &mut grad,
-            0.0,
-            1.0,
-        );
+    timed(repeats, || {
+        let no = Transpose::No;
+        matmul(x, no, x, Transpose::Yes, n, n, d, &mut scores, 0.0, 1.0);
+        matmul(&scores, no, x, no, n, d, n, &mut grad, 0.0, 1.0);
         Ok(())
-    })?;
-    Ok(median(&times))
+    })
 }
 
 /// Seeded N(0, 1) embeddings, `per_class` consecutive rows per class.

@@ -6,14 +6,17 @@
 //! never a query x reference matrix. When the queries *are* the references (leave-one-out),
 //! the score matrix is symmetric: only tiles on or above the diagonal are computed and each
 //! off-diagonal tile feeds its rows to the row queries and its columns to the column queries,
-//! which halves the multiply-adds.
+//! which halves the multiply-adds. Diagonal tiles are split again so their duplicated half
+//! stays small. The merges first test 16 keys at once against the sinks' bounds (AVX2 when the
+//! CPU has it) and only look at single keys that can matter.
 
 use dml_core::linalg::{Transpose, matmul};
 use rayon::prelude::*;
 
 /// Rows and columns of a score tile. 1024 x 1024 f32 is 4 MiB: the GEMM packs its operands
-/// for L1/L2 itself, and the merge then reads the tile from L3. Larger tiles gained nothing
-/// measurable and smaller ones lose GEMM efficiency (docs/benchmarks.md, "Evaluation engine").
+/// for L1/L2 itself and the merges read the tile from L3. 512, 1024 and 2048 measured within
+/// the (busy) development machine's noise of each other; 1024 keeps the tile and the diagonal
+/// waste small (docs/benchmarks.md, "Evaluation engine").
 pub(crate) const BLOCK: usize = 1024;
 
 /// Width of the vectorised "can anything here matter?" check.

@@ -29,6 +29,8 @@ use crate::reducer::Reducer;
 /// No positive (negative) pairs: that sub-loss is 0. Exactly one positive and one negative pair:
 /// 0 (PML's GenericPairLoss quirk, note 6).
 ///
+/// Margins in the wrong order (a negative margin that can never be active) are rejected.
+///
 /// PML defaults (`ContrastiveLoss()`): `pos_margin = 0`, `neg_margin = 1`, distance
 /// `Lp { power: One, normalize: true }`, reducer `AvgNonZero`.
 /// Reference: PML `losses/contrastive_loss.py`.
@@ -40,10 +42,36 @@ pub struct ContrastiveLoss {
 }
 
 impl ContrastiveLoss {
-    /// A contrastive loss; margins must be finite.
+    /// A contrastive loss. Margins must be finite and in the order the distance makes
+    /// meaningful: for distances `0 <= pos_margin <= neg_margin`, for similarities
+    /// `pos_margin >= neg_margin` (positives should score higher than negatives).
     pub fn new(distance: Distance, pos_margin: f64, neg_margin: f64) -> Result<Self> {
         crate::error::finite("ContrastiveLoss", "pos_margin", pos_margin)?;
         crate::error::finite("ContrastiveLoss", "neg_margin", neg_margin)?;
+        let reason = if distance.is_similarity() {
+            (pos_margin < neg_margin)
+                .then_some("with a similarity pos_margin must be >= neg_margin")
+        } else if pos_margin < 0.0 {
+            Some("with a distance pos_margin must be >= 0")
+        } else {
+            (pos_margin > neg_margin).then_some("with a distance neg_margin must be >= pos_margin")
+        };
+        if let Some(reason) = reason {
+            return Err(crate::Error::InvalidParameter {
+                owner: "ContrastiveLoss",
+                param: if pos_margin < 0.0 && !distance.is_similarity() {
+                    "pos_margin"
+                } else {
+                    "neg_margin"
+                },
+                value: if pos_margin < 0.0 && !distance.is_similarity() {
+                    pos_margin
+                } else {
+                    neg_margin
+                },
+                reason,
+            });
+        }
         Ok(Self {
             distance,
             pos_margin,
@@ -141,5 +169,21 @@ impl LossKernel for ContrastiveLoss {
                 total: rp.total + rn.total,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margins_in_a_meaningless_order_are_rejected() {
+        let lp = Distance::PML_LP_DEFAULT;
+        assert!(ContrastiveLoss::new(lp, 0.0, 1.0).is_ok());
+        assert!(ContrastiveLoss::new(Distance::Cosine, 1.0, 0.0).is_ok());
+        assert!(ContrastiveLoss::new(lp, -0.1, 1.0).is_err());
+        assert!(ContrastiveLoss::new(lp, 1.0, 0.5).is_err());
+        assert!(ContrastiveLoss::new(Distance::Cosine, 0.0, 1.0).is_err());
+        assert!(ContrastiveLoss::new(lp, 0.0, f64::NAN).is_err());
     }
 }

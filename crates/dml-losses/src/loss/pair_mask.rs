@@ -144,7 +144,7 @@ impl<'a, T: Real> MaskedPairs<'a, T> {
 
 impl<T: Real> PairMask<'_, T> {
     /// Whether `(i, j)` (score `s`) is a positive pair.
-    #[inline]
+    #[inline(always)]
     pub fn pos(&self, i: usize, j: usize, s: T) -> bool {
         match self {
             PairMask::Labels(l) => l[i] == l[j] && i != j,
@@ -158,7 +158,7 @@ impl<T: Real> PairMask<'_, T> {
     }
 
     /// Whether `(i, j)` (score `s`) is a negative pair.
-    #[inline]
+    #[inline(always)]
     pub fn neg(&self, i: usize, j: usize, s: T) -> bool {
         match self {
             PairMask::Labels(l) => l[i] != l[j],

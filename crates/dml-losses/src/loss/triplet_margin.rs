@@ -49,9 +49,10 @@ pub struct TripletMarginLoss {
 }
 
 impl TripletMarginLoss {
-    /// A hinge triplet loss with the given margin (finite).
+    /// A hinge triplet loss with the given margin (finite and >= 0: a negative margin asks
+    /// negatives to be *closer* than positives).
     pub fn new(distance: Distance, margin: f64) -> Result<Self> {
-        crate::error::finite("TripletMarginLoss", "margin", margin)?;
+        crate::error::non_negative("TripletMarginLoss", "margin", margin)?;
         Ok(Self {
             distance,
             margin,

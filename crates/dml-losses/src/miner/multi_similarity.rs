@@ -45,13 +45,13 @@ pub(crate) struct MultiSimilarityCuts<T> {
 
 impl<T: Real> MultiSimilarityCuts<T> {
     /// Whether the positive pair `(i, p)` with score `s` is kept.
-    #[inline]
+    #[inline(always)]
     pub fn keeps_pos(&self, dist: Distance, i: usize, s: T) -> bool {
         self.any && dist.farness(s) + self.epsilon > self.min_neg[i]
     }
 
     /// Whether the negative pair `(i, n)` with score `s` is kept.
-    #[inline]
+    #[inline(always)]
     pub fn keeps_neg(&self, dist: Distance, i: usize, s: T) -> bool {
         self.any && dist.farness(s) - self.epsilon < self.max_pos[i]
     }

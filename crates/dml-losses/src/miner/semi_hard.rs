@@ -54,8 +54,8 @@ impl SemiHardMiner {
                     let row = scores.row(a);
                     for &p in &pos {
                         let up = dist.farness(row[p]);
-                        let (mut closer, mut far): (Option<(T, usize)>, Option<(T, usize)>) =
-                            (None, None);
+                        let mut closer: Option<(T, usize)> = None;
+                        let mut far: Option<(T, usize)> = None;
                         for (j, &s) in row.iter().enumerate() {
                             if labels[j] == labels[a] {
                                 continue;
