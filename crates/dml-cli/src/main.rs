@@ -25,6 +25,8 @@ enum Command {
     Loss(cmd::loss::Args),
     Eval(cmd::eval::Args),
     Bench(cmd::bench::Args),
+    /// Run a plan's grid of training runs (resumable) and write its report.
+    Experiment(cmd::experiment::Args),
     /// Write report.md and SVG/PNG figures from an experiment's results.jsonl.
     Report(cmd::report::Args),
     /// Train an embedding network from a run configuration (or resume one).
@@ -46,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Loss(args) => cmd::loss::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Experiment(args) => cmd::experiment::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Embed(args) => cmd::embed::run(args),
@@ -61,10 +64,27 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("dml: error: {err:#}");
+            eprintln!("dml: error: {}", one_line(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line. Many library errors already include their cause in
+/// their own message (and also report it as `source()`), so a cause whose text is already
+/// there is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// `dml ... | head` closes our stdout early; that is not a failure.

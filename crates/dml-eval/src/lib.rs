@@ -38,6 +38,7 @@ mod knn;
 mod labels;
 mod mutual_info;
 mod retrieval;
+mod spread;
 
 pub use embeddings::Embeddings;
 pub use episodes::{EpisodeAccuracy, EpisodeConfig, episode_accuracy};
@@ -48,3 +49,4 @@ pub use knn::{Distance, Neighbours, QueryMode, knn};
 pub use labels::Labels;
 pub use mutual_info::{MutualInfo, mutual_info};
 pub use retrieval::{Gallery, RetrievalMetrics, retrieval_metrics};
+pub use spread::Spread;

@@ -16,52 +16,9 @@
 
 use crate::record::CurvePoint;
 
-/// The spread statistics recorded in each [`CurvePoint`], computed from embeddings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spread {
-    /// Mean Euclidean distance over all pairs `i < j`.
-    pub mean_pairwise_distance: f64,
-    /// `sqrt(mean over dimensions of the per-dimension variance)` (population variance).
-    pub embedding_std: f64,
-}
-
-impl Spread {
-    /// Spread of `n = embeddings.len() / dim` row-major embeddings. `None` for fewer than two
-    /// rows or a length that is not a multiple of `dim`. O(n² d): meant for evaluation sets of
-    /// a few thousand points.
-    pub fn of(embeddings: &[f32], dim: usize) -> Option<Self> {
-        if dim == 0 || !embeddings.len().is_multiple_of(dim) || embeddings.len() / dim < 2 {
-            return None;
-        }
-        let rows: Vec<&[f32]> = embeddings.chunks_exact(dim).collect();
-        let n = rows.len();
-        let mut distance_sum = 0.0f64;
-        for (i, a) in rows.iter().enumerate() {
-            for b in &rows[i + 1..] {
-                let sq: f64 = a
-                    .iter()
-                    .zip(b.iter())
-                    .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-                    .sum();
-                distance_sum += sq.sqrt();
-            }
-        }
-        let pairs = (n * (n - 1) / 2) as f64;
-        let mut variance_sum = 0.0f64;
-        for d in 0..dim {
-            let mean = rows.iter().map(|r| f64::from(r[d])).sum::<f64>() / n as f64;
-            variance_sum += rows
-                .iter()
-                .map(|r| (f64::from(r[d]) - mean).powi(2))
-                .sum::<f64>()
-                / n as f64;
-        }
-        Some(Self {
-            mean_pairwise_distance: distance_sum / pairs,
-            embedding_std: (variance_sum / dim as f64).sqrt(),
-        })
-    }
-}
+/// The spread statistics recorded in each [`CurvePoint`] (computed by dml-eval, which the
+/// trainer's evaluator uses).
+pub use dml_eval::Spread;
 
 /// The collapse rule (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,23 +83,6 @@ mod tests {
                 ..CurvePoint::default()
             })
             .collect()
-    }
-
-    #[test]
-    fn spread_of_a_hand_computed_set() {
-        // Three points on a line at 0, 3, 4 (dim 1) plus a zero second coordinate.
-        let s = Spread::of(&[0.0, 0.0, 3.0, 0.0, 4.0, 0.0], 2).unwrap();
-        assert!((s.mean_pairwise_distance - (3.0 + 4.0 + 1.0) / 3.0).abs() < 1e-12);
-        let var0: f64 = (49.0 / 9.0 + 4.0 / 9.0 + 25.0 / 9.0) / 3.0;
-        assert!((s.embedding_std - (var0 / 2.0).sqrt()).abs() < 1e-12);
-        assert_eq!(Spread::of(&[1.0, 2.0], 2), None);
-        assert_eq!(Spread::of(&[1.0, 2.0, 3.0], 2), None);
-    }
-
-    #[test]
-    fn identical_embeddings_have_zero_spread() {
-        let s = Spread::of(&[0.5; 12], 3).unwrap();
-        assert_eq!((s.mean_pairwise_distance, s.embedding_std), (0.0, 0.0));
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub enum Error {
         /// The repeated value, as written.
         value: String,
     },
+    /// `grid = []`: the plan crosses nothing.
+    #[error("the plan has no grid: add a [grid] table or [[grid]] tables")]
+    NoGrid,
     /// A grid axis has no values, so the grid would be empty.
     #[error("grid.{} is empty: every axis needs at least one value", axis.grid_field())]
     EmptyAxis {

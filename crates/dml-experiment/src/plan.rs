@@ -17,6 +17,9 @@
 //! batches = ["20x6"]
 //! seeds = [1, 2, 3]
 //!
+//! # Or several grids, `[[grid]]` tables, each crossed on its own and run in plan order;
+//! # a run that two grids share (same id) runs once, where it first appears.
+//!
 //! [budget]                          # overrides applied to every run: budget, eval schedule
 //! epochs = 2
 //!
@@ -51,7 +54,7 @@ struct PlanFile {
     description: Option<String>,
     base: toml::Value,
     keys: KeysFile,
-    grid: GridFile,
+    grid: GridsFile,
     #[serde(default)]
     budget: toml::Table,
     #[serde(default)]
@@ -67,6 +70,23 @@ struct KeysFile {
     seed: String,
     classes_per_batch: String,
     samples_per_class: String,
+}
+
+/// One `[grid]` table or an array of `[[grid]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum GridsFile {
+    One(GridFile),
+    Many(Vec<GridFile>),
+}
+
+impl GridsFile {
+    fn grids(&self) -> &[GridFile] {
+        match self {
+            GridsFile::One(grid) => std::slice::from_ref(grid),
+            GridsFile::Many(grids) => grids,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,40 +154,16 @@ impl Plan {
         }
         let (base, base_source) = load_base(file.base, plan_path)?;
         let keys = Keys::parse(&file.keys)?;
-        let datasets = select_entries(Axis::Dataset, &file.grid.datasets, &file.datasets)?;
-        let losses = select_entries(Axis::Loss, &file.grid.losses, &file.losses)?;
-        let learning_rates = learning_rates(&file.grid.learning_rates)?;
-        let batches = batches(&file.grid.batches)?;
-        let seeds = unique(Axis::Seed, &file.grid.seeds)?;
         let budget = overrides::flatten(&file.budget, &OverrideSource::Budget)?;
-
-        let mut runs = Vec::new();
-        for (dataset, dataset_overrides) in &datasets {
-            for (loss, loss_overrides) in &losses {
-                for &lr in &learning_rates {
-                    for &batch in &batches {
-                        for &seed in &seeds {
-                            let axes = RunAxes {
-                                dataset: dataset.clone(),
-                                loss: loss.clone(),
-                                lr,
-                                batch,
-                                seed,
-                            };
-                            let mut all = dataset_overrides.clone();
-                            all.extend(loss_overrides.iter().cloned());
-                            all.extend(keys.overrides(&axes));
-                            all.extend(budget.iter().cloned());
-                            overrides::check_disjoint(&all)?;
-                            let config = overrides::apply(&base, &all)?;
-                            runs.push(PlannedRun {
-                                id: axes.run_id(),
-                                axes,
-                                overrides: all,
-                                config,
-                            });
-                        }
-                    }
+        let grids = file.grid.grids();
+        if grids.is_empty() {
+            return Err(Error::NoGrid);
+        }
+        let mut runs: Vec<PlannedRun> = Vec::new();
+        for grid in grids {
+            for run in expand(grid, [&file.datasets, &file.losses], &base, &keys, &budget)? {
+                if !runs.iter().any(|r| r.id == run.id) {
+                    runs.push(run);
                 }
             }
         }
@@ -194,8 +190,9 @@ impl Plan {
         &self.base_source
     }
 
-    /// Every grid point, datasets outermost, then losses, learning rates, batch shapes and
-    /// seeds innermost, each axis in the order the plan lists it.
+    /// Every grid point, grid by grid in plan order; within a grid datasets outermost, then
+    /// losses, learning rates, batch shapes and seeds innermost, each axis in the order the
+    /// plan lists it. A run id appears once, at its first grid.
     pub fn runs(&self) -> &[PlannedRun] {
         &self.runs
     }
@@ -213,6 +210,52 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// Every run of one grid, in grid order.
+fn expand(
+    grid: &GridFile,
+    [defined_datasets, defined_losses]: [&BTreeMap<String, toml::Table>; 2],
+    base: &toml::Table,
+    keys: &Keys,
+    budget: &[Override],
+) -> Result<Vec<PlannedRun>> {
+    let datasets = select_entries(Axis::Dataset, &grid.datasets, defined_datasets)?;
+    let losses = select_entries(Axis::Loss, &grid.losses, defined_losses)?;
+    let learning_rates = learning_rates(&grid.learning_rates)?;
+    let batches = batches(&grid.batches)?;
+    let seeds = unique(Axis::Seed, &grid.seeds)?;
+    let mut runs = Vec::new();
+    for (dataset, dataset_overrides) in &datasets {
+        for (loss, loss_overrides) in &losses {
+            for &lr in &learning_rates {
+                for &batch in &batches {
+                    for &seed in &seeds {
+                        let axes = RunAxes {
+                            dataset: dataset.clone(),
+                            loss: loss.clone(),
+                            lr,
+                            batch,
+                            seed,
+                        };
+                        let mut all = dataset_overrides.clone();
+                        all.extend(loss_overrides.iter().cloned());
+                        all.extend(keys.overrides(&axes));
+                        all.extend(budget.iter().cloned());
+                        overrides::check_disjoint(&all)?;
+                        let config = overrides::apply(base, &all)?;
+                        runs.push(PlannedRun {
+                            id: axes.run_id(),
+                            axes,
+                            overrides: all,
+                            config,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(runs)
 }
 
 fn load_base(base: toml::Value, plan_path: &Path) -> Result<(toml::Table, BaseSource)> {
@@ -513,6 +556,42 @@ miner.kind = "semihard"
         );
         let msg = err(&text.replace("base = \"base.toml\"", "base = 3"));
         assert!(msg.contains("found a integer"), "{msg}");
+    }
+
+    #[test]
+    fn several_grids_run_in_order_and_share_runs_once() {
+        let grids = r#"
+[[grid]]
+datasets = ["one"]
+losses = ["hard"]
+learning_rates = [1e-3]
+batches = ["20x6"]
+seeds = [1]
+[[grid]]
+datasets = ["four", "one"]
+losses = ["semi", "hard"]
+learning_rates = [1e-3]
+batches = ["20x6"]
+seeds = [1]
+"#;
+        let start = PLAN.find("[grid]").unwrap();
+        let end = PLAN.find("[budget]").unwrap();
+        let text = format!("{}{grids}{}", &PLAN[..start], &PLAN[end..]);
+        let plan = parse(&text).unwrap();
+        let ids: Vec<&str> = plan.runs().iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "one/hard/lr0.001/20x6/seed1",
+                "four/semi/lr0.001/20x6/seed1",
+                "four/hard/lr0.001/20x6/seed1",
+                "one/semi/lr0.001/20x6/seed1",
+            ]
+        );
+        let none = format!("{}grid = []\n{}", &PLAN[..start], &PLAN[end..]);
+        assert!(err(&none).contains("no grid"), "{}", err(&none));
+        let bad = text.replace("losses = [\"semi\", \"hard\"]", "losses = [\"soft\"]");
+        assert!(err(&bad).contains("loss entry `soft`"), "{}", err(&bad));
     }
 
     #[test]

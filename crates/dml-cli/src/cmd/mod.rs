@@ -5,6 +5,7 @@ pub mod bench_eval;
 pub mod bench_losses;
 pub mod embed;
 pub mod eval;
+pub mod experiment;
 pub mod loss;
 pub mod report;
 pub mod run;

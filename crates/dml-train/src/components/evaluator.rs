@@ -1,10 +1,10 @@
 //! dml-eval as the trainer's [`Evaluator`]: exact k-NN retrieval metrics, NMI/AMI of a seeded
 //! k-means, and few-shot episodes, under the report keys of [`EvalConfig::metric_keys`].
 
-use dml_eval::{EpisodeConfig, Gallery, KMeansConfig, Metric, episode_accuracy, evaluate};
+use dml_eval::{EpisodeConfig, Gallery, KMeansConfig, Metric, Spread, episode_accuracy, evaluate};
 
 use crate::components::data::HeldOut;
-use crate::config::{EvalConfig, MetricKind};
+use crate::config::{EvalConfig, MetricKind, SPREAD_KEYS};
 use crate::error::BoxError;
 use crate::task::{Embeddings, Evaluator, Metrics};
 
@@ -28,8 +28,9 @@ impl RetrievalEvaluator {
         }
     }
 
-    fn metric(kind: MetricKind) -> Metric {
-        match kind {
+    /// The dml-eval metric behind `kind` (spread is computed here, not by dml-eval).
+    fn metric(kind: MetricKind) -> Option<Metric> {
+        Some(match kind {
             MetricKind::RecallAtK => Metric::RecallAtK,
             MetricKind::PrecisionAt1 => Metric::PrecisionAt1,
             MetricKind::RPrecision => Metric::RPrecision,
@@ -38,7 +39,8 @@ impl RetrievalEvaluator {
             MetricKind::Mrr => Metric::Mrr,
             MetricKind::Nmi => Metric::Nmi,
             MetricKind::Ami => Metric::Ami,
-        }
+            MetricKind::Spread => return None,
+        })
     }
 }
 
@@ -73,14 +75,23 @@ impl Evaluator for RetrievalEvaluator {
             .map(|(values, labels)| dml_eval::Embeddings::new(values, e.dim).map(|g| (g, labels)))
             .transpose()?;
         let mut metrics = Metrics::new();
-        if !self.config.metrics.is_empty() {
+        if self.config.metrics.contains(&MetricKind::Spread) {
+            // Over the whole split (queries and gallery): collapse shows in either.
+            if let Some(spread) = Spread::of(&e.values, e.dim) {
+                let [distance, std] = SPREAD_KEYS;
+                metrics.insert(distance.into(), spread.mean_pairwise_distance);
+                metrics.insert(std.into(), spread.embedding_std);
+            }
+        }
+        let eval_metrics: Vec<Metric> = self
+            .config
+            .metrics
+            .iter()
+            .filter_map(|&m| Self::metric(m))
+            .collect();
+        if !eval_metrics.is_empty() {
             let eval_config = dml_eval::EvalConfig {
-                metrics: self
-                    .config
-                    .metrics
-                    .iter()
-                    .map(|&m| Self::metric(m))
-                    .collect(),
+                metrics: eval_metrics,
                 recall_ks: self.config.k.clone(),
                 kmeans: KMeansConfig::new(1).with_seed(self.seed),
                 ..dml_eval::EvalConfig::default()
@@ -112,7 +123,7 @@ impl Evaluator for RetrievalEvaluator {
                         MetricKind::Mrr => {
                             metrics.insert("mrr".into(), r.mrr);
                         }
-                        MetricKind::Nmi | MetricKind::Ami => {}
+                        MetricKind::Nmi | MetricKind::Ami | MetricKind::Spread => {}
                     }
                 }
             }

@@ -21,7 +21,8 @@ pub use model::ModelConfig;
 pub use optim::{OptimizerConfig, ScheduleConfig};
 pub use overrides::Override;
 pub use training::{
-    CheckpointConfig, EarlyStoppingConfig, EpisodesConfig, EvalConfig, MetricKind, TrainConfig,
+    CheckpointConfig, EarlyStoppingConfig, EpisodesConfig, EvalConfig, MetricKind, SPREAD_KEYS,
+    TrainConfig,
 };
 
 use crate::error::ConfigError;

@@ -71,6 +71,10 @@ pub enum MetricKind {
     /// AMI of the same clustering (key `ami`).
     #[serde(rename = "ami")]
     Ami,
+    /// How spread out the embeddings are, the collapse signal (keys `mean_pairwise_distance`
+    /// and `embedding_std`, see `dml_eval::Spread`).
+    #[serde(rename = "spread")]
+    Spread,
 }
 
 /// N-way K-shot episodes on the held-out split (keys `episodes_nn` and `episodes_ncm`: the
@@ -133,6 +137,9 @@ impl Default for EvalConfig {
     }
 }
 
+/// The report keys of [`MetricKind::Spread`].
+pub const SPREAD_KEYS: [&str; 2] = ["mean_pairwise_distance", "embedding_std"];
+
 impl EvalConfig {
     /// The keys of the metrics this configuration produces, in report order.
     pub fn metric_keys(&self) -> Vec<String> {
@@ -147,6 +154,7 @@ impl EvalConfig {
                 MetricKind::Mrr => keys.push("mrr".to_owned()),
                 MetricKind::Nmi => keys.push("nmi".to_owned()),
                 MetricKind::Ami => keys.push("ami".to_owned()),
+                MetricKind::Spread => keys.extend(SPREAD_KEYS.map(str::to_owned)),
             }
         }
         if self.episodes.is_some() {
