@@ -2,7 +2,9 @@
 
 mod bench_losses;
 mod common;
+mod data_paths;
 mod eval;
+mod experiment;
 mod loss;
 mod report;
 mod train;

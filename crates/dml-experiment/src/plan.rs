@@ -73,11 +73,41 @@ struct KeysFile {
 }
 
 /// One `[grid]` table or an array of `[[grid]]` tables.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum GridsFile {
     One(GridFile),
     Many(Vec<GridFile>),
+}
+
+/// By hand rather than `#[serde(untagged)]`, which would replace a mistake inside a grid
+/// (an unknown field, with its line) by "did not match any variant".
+impl<'de> Deserialize<'de> for GridsFile {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Grids;
+        impl<'de> serde::de::Visitor<'de> for Grids {
+            type Value = GridsFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [grid] table or [[grid]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<GridsFile, A::Error> {
+                GridFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(GridsFile::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> std::result::Result<GridsFile, A::Error> {
+                Vec::<GridFile>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(GridsFile::Many)
+            }
+        }
+        deserializer.deserialize_any(Grids)
+    }
 }
 
 impl GridsFile {
@@ -588,7 +618,7 @@ seeds = [1]
                 "one/semi/lr0.001/20x6/seed1",
             ]
         );
-        let none = format!("{}grid = []\n{}", &PLAN[..start], &PLAN[end..]);
+        let none = format!("grid = []\n{}{}", &PLAN[..start], &PLAN[end..]);
         assert!(err(&none).contains("no grid"), "{}", err(&none));
         let bad = text.replace("losses = [\"semi\", \"hard\"]", "losses = [\"soft\"]");
         assert!(err(&bad).contains("loss entry `soft`"), "{}", err(&bad));

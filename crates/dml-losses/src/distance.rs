@@ -448,51 +448,18 @@ impl<T: Real> Scores<T> {
 
     /// The backward pass for a `dL/dS` with few non-zero entries (a mined list of pairs or
     /// triplets): each entry's gradient directly, O(entries * dim), instead of dense GEMMs.
-    fn sparse_backward(
-        &self,
-        nonzeros: &[(usize, usize, T)],
-        dx: &mut [T],
-        mut dy: Option<&mut [T]>,
-    ) {
-        let d = self.dim;
+    fn sparse_backward(&self, nonzeros: &[(usize, usize, T)], dx: &mut [T], dy: Option<&mut [T]>) {
         let yside = self.right.as_ref().unwrap_or(&self.left);
-        let two = T::of(2.0);
-        for &(i, j, g) in nonzeros {
-            let (xi, yj) = (self.left.row(i, d), yside.row(j, d));
-            let lp_weight = match self.distance {
-                Distance::Lp {
-                    power: LpPower::One,
-                    ..
-                } => {
-                    let dist = self.get(i, j);
-                    if dist > T::zero() {
-                        g / dist
-                    } else {
-                        T::zero()
-                    }
-                }
-                Distance::Lp {
-                    power: LpPower::Two,
-                    ..
-                } => two * g,
-                Distance::Cosine | Distance::DotProduct { .. } => T::zero(),
-            };
-            for k in 0..d {
-                // Lp: d s / d x_i = 2 w (x_i - y_j) (the difference first: exact for near
-                // duplicates); dot products: d s / d x_i = y_j.
-                let (gx, gy) = if self.distance.is_similarity() {
-                    (g * yj[k], g * xi[k])
-                } else {
-                    let diff = lp_weight * (xi[k] - yj[k]);
-                    (diff, -diff)
-                };
-                dx[i * d + k] += gx;
-                match dy.as_deref_mut() {
-                    Some(dy) => dy[j * d + k] += gy,
-                    None => dx[j * d + k] += gy,
-                }
-            }
-        }
+        let operands = [&self.left, yside];
+        scatter_pair_gradients(
+            self.distance,
+            operands,
+            self.dim,
+            nonzeros,
+            |i, j| self.get(i, j),
+            dx,
+            dy,
+        );
     }
 
     /// Replaces `dL/dS` by `dL/d(squared distance)` in place.
@@ -533,6 +500,116 @@ impl<T: Real> Scores<T> {
                 }
             }
         }
+    }
+}
+
+/// Adds the gradient of every listed score `(i, j, dL/ds_ij)` to `dx` (row `i`) and `dy`
+/// (row `j`; `dx` when `dy` is `None`, i.e. `y = x`), before normalisation. `distance_of(i, j)`
+/// is the pair's distance, needed by the power-1 Lp gradient.
+fn scatter_pair_gradients<T: Real>(
+    distance: Distance,
+    [xside, yside]: [&Side<T>; 2],
+    d: usize,
+    nonzeros: &[(usize, usize, T)],
+    distance_of: impl Fn(usize, usize) -> T,
+    dx: &mut [T],
+    mut dy: Option<&mut [T]>,
+) {
+    let two = T::of(2.0);
+    for &(i, j, g) in nonzeros {
+        let (xi, yj) = (xside.row(i, d), yside.row(j, d));
+        let lp_weight = match distance {
+            Distance::Lp {
+                power: LpPower::One,
+                ..
+            } => {
+                let dist = distance_of(i, j);
+                if dist > T::zero() {
+                    g / dist
+                } else {
+                    T::zero()
+                }
+            }
+            Distance::Lp {
+                power: LpPower::Two,
+                ..
+            } => two * g,
+            Distance::Cosine | Distance::DotProduct { .. } => T::zero(),
+        };
+        for k in 0..d {
+            // Lp: d s / d x_i = 2 w (x_i - y_j) (the difference first: exact for near
+            // duplicates); dot products: d s / d x_i = y_j.
+            let (gx, gy) = if distance.is_similarity() {
+                (g * yj[k], g * xi[k])
+            } else {
+                let diff = lp_weight * (xi[k] - yj[k]);
+                (diff, -diff)
+            };
+            dx[i * d + k] += gx;
+            match dy.as_deref_mut() {
+                Some(dy) => dy[j * d + k] += gy,
+                None => dx[j * d + k] += gy,
+            }
+        }
+    }
+}
+
+/// Scores of single pairs of rows of one batch, computed on demand: for kernels that touch
+/// O(n) listed pairs (mined tuples), where an `n x n` [`Scores`] matrix would cost a GEMM and
+/// `n^2` memory for nothing. Lp distances come from the explicit difference, which is exact
+/// for duplicates.
+#[derive(Debug, Clone)]
+pub(crate) struct PairScores<T> {
+    distance: Distance,
+    side: Side<T>,
+    dim: usize,
+}
+
+impl<T: Real> PairScores<T> {
+    /// Prepares (normalises, if the distance does) the rows of `x`.
+    pub fn new(distance: Distance, x: MatrixRef<'_, T>) -> Self {
+        Self {
+            distance,
+            side: Side::prepare(x, distance.normalizes()),
+            dim: x.cols(),
+        }
+    }
+
+    /// The score of rows `i` and `j`.
+    pub fn get(&self, i: usize, j: usize) -> T {
+        let (a, b) = (self.side.row(i, self.dim), self.side.row(j, self.dim));
+        match self.distance {
+            Distance::Lp { power, .. } => {
+                let sq: T = a.iter().zip(b).map(|(&x, &y)| (x - y) * (x - y)).sum();
+                match power {
+                    LpPower::One => sq.sqrt(),
+                    LpPower::Two => sq,
+                }
+            }
+            Distance::Cosine | Distance::DotProduct { .. } => {
+                a.iter().zip(b).map(|(&x, &y)| x * y).sum()
+            }
+        }
+    }
+
+    /// `dL/dx` from the gradients `(i, j, dL/ds_ij)` of listed scores (repeats add up).
+    pub fn backward(&self, entries: &[(usize, usize, T)]) -> Vec<T> {
+        let mut dx = vec![T::zero(); self.side.points.len()];
+        if self.dim == 0 {
+            return dx;
+        }
+        let operands = [&self.side, &self.side];
+        scatter_pair_gradients(
+            self.distance,
+            operands,
+            self.dim,
+            entries,
+            |i, j| self.get(i, j),
+            &mut dx,
+            None,
+        );
+        self.side.normalize_backward(&mut dx, self.dim);
+        dx
     }
 }
 
@@ -742,6 +819,45 @@ mod tests {
                         "{dist:?} y={with_y}: {a} vs {b}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn pair_scores_match_the_score_matrix_and_its_backward() {
+        let (n, d) = (12, 4);
+        let x: Vec<f64> = (0..n * d)
+            .map(|k| ((k * 7919) % 53) as f64 / 13.0 - 2.0)
+            .collect();
+        let xm = MatrixRef::new(&x, n, d).unwrap();
+        let entries = [
+            (0, 3, 0.5),
+            (3, 0, -0.25),
+            (5, 11, 1.0),
+            (7, 7, 0.3),
+            (5, 11, 0.2),
+        ];
+        for dist in all() {
+            let full = dist.scores(xm, None);
+            let pairs = PairScores::new(dist, xm);
+            for (i, j, _) in entries {
+                let (a, b) = (full.get(i, j), pairs.get(i, j));
+                assert!(
+                    (a - b).abs() < 1e-9 * (1.0 + a.abs()),
+                    "{dist:?}: {a} vs {b}"
+                );
+            }
+            let mut g = vec![0.0; n * n];
+            for (i, j, v) in entries {
+                g[i * n + j] += v;
+            }
+            let want = full.backward(&mut g).x;
+            let got = pairs.backward(&entries);
+            for (a, b) in want.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() < 1e-9 * (1.0 + a.abs()),
+                    "{dist:?}: {a} vs {b}"
+                );
             }
         }
     }

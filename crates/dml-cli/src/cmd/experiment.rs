@@ -23,7 +23,7 @@ use dml_experiment::{
 };
 use dml_train::checkpoint::Checkpoint;
 use dml_train::components::model::build_model;
-use dml_train::config::{MetricKind, RunConfig, SPREAD_KEYS};
+use dml_train::config::{MetricKind, Override, RunConfig, SPREAD_KEYS};
 use dml_train::export::write_embeddings;
 use dml_train::observer::{Control, Event, Observer};
 use dml_train::run::{Assembled, model_from_checkpoint, train};
@@ -43,6 +43,12 @@ pub struct Args {
     /// Output folder for results.jsonl, runs/ and report/. Default: experiments/<plan name>.
     #[arg(long, short = 'o', value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Set a run-config field in every run, after the plan, e.g. --set train.max_steps=2.
+    ///
+    /// For smoke tests of a plan: the runs keep their ids, and their recorded configs
+    /// show the change. Repeatable; applied in order.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Do not write OUT/report when the grid is done (`dml report` can write it later).
     #[arg(long)]
     no_report: bool,
@@ -54,7 +60,12 @@ pub struct Args {
 /// Runs `dml experiment`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let plan = Plan::from_file(&args.plan)?;
-    plan.check(&check_run)?;
+    let overrides = args
+        .set
+        .iter()
+        .map(|text| Override::parse(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    plan.check(&|run: &PlannedRun| check_run(run, &overrides))?;
     let out = args
         .out
         .clone()
@@ -67,10 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(first) = plan.runs().first() {
-        apply_threads(&run_config(first, &out)?);
+        apply_threads(&run_config(first, &out, &overrides)?);
     }
     let planned = plan.runs().len();
-    let mut executor = TrainerExecutor { planned };
+    let mut executor = TrainerExecutor { planned, overrides };
     let rule = CollapseRule::default();
     let summary = run_experiment(&plan, &out, &mut executor, &rule, &mut |event| {
         report_progress(&event, planned)
@@ -104,10 +115,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The run config of a planned run, to be trained in `run_dir`: the plan's resolved table
-/// through the trainer's own validation, with the spread metric added.
-fn run_config(run: &PlannedRun, run_dir: &Path) -> anyhow::Result<RunConfig> {
+/// and the `--set` overrides through the trainer's own validation, with the spread metric
+/// added.
+fn run_config(
+    run: &PlannedRun,
+    run_dir: &Path,
+    overrides: &[Override],
+) -> anyhow::Result<RunConfig> {
     let text = toml::to_string(&run.config).context("the run config is not a TOML table")?;
-    let mut config = RunConfig::resolve(&text, &format!("plan run `{}`", run.id), &[])?;
+    let mut config = RunConfig::resolve(&text, &format!("plan run `{}`", run.id), overrides)?;
     config.out = run_dir.to_owned();
     if !config.eval.metrics.contains(&MetricKind::Spread) {
         config.eval.metrics.push(MetricKind::Spread);
@@ -117,8 +133,8 @@ fn run_config(run: &PlannedRun, run_dir: &Path) -> anyhow::Result<RunConfig> {
 }
 
 /// The plan check: every run config is valid and its data files exist, before any run starts.
-fn check_run(run: &PlannedRun) -> Result<(), BoxError> {
-    let config = run_config(run, Path::new("."))?;
+fn check_run(run: &PlannedRun, overrides: &[Override]) -> Result<(), BoxError> {
+    let config = run_config(run, Path::new("."), overrides)?;
     let datasets = std::iter::once(&config.data.dataset).chain(config.data.test.as_ref());
     for path in datasets.filter_map(|d| d.path()) {
         if !path.exists() {
@@ -152,17 +168,19 @@ fn report_progress(event: &PlanProgress<'_>, planned: usize) {
 /// Trains planned runs with dml-train.
 struct TrainerExecutor {
     planned: usize,
+    overrides: Vec<Override>,
 }
 
 impl RunExecutor for TrainerExecutor {
     fn execute(&mut self, run: &PlannedRun, run_dir: &Path) -> Result<RunOutcome, BoxError> {
-        Ok(execute(run, run_dir, self.planned)?)
+        let config = run_config(run, run_dir, &self.overrides)?;
+        Ok(execute(&config, &run.id, self.planned)?)
     }
 }
 
-fn execute(run: &PlannedRun, run_dir: &Path, planned: usize) -> anyhow::Result<RunOutcome> {
-    let config = run_config(run, run_dir)?;
-    let assembled = Assembled::open(&config)?;
+fn execute(config: &RunConfig, run_id: &str, planned: usize) -> anyhow::Result<RunOutcome> {
+    let run_dir = config.out.as_path();
+    let assembled = Assembled::open(config)?;
     let plain = Device::flex();
     let evaluate = |model: &_| -> anyhow::Result<_> {
         assembled
@@ -170,12 +188,12 @@ fn execute(run: &PlannedRun, run_dir: &Path, planned: usize) -> anyhow::Result<R
             .context("an experiment run needs a held-out split to evaluate: set data.test")
     };
     // The same seed builds the same network training starts from.
-    let (_, initial) = evaluate(&build_model(&config, &plain, true)?)?;
+    let (_, initial) = evaluate(&build_model(config, &plain, true)?)?;
     let paths = RunPaths::new(run_dir);
     let resume = paths.last_checkpoint.exists();
-    let mut bar = RunBar::new(&run.id, planned);
+    let mut bar = RunBar::new(run_id, planned);
     let outcome = train(
-        &config,
+        config,
         &assembled,
         &Device::flex().autodiff(),
         resume,

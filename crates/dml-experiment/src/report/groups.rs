@@ -61,6 +61,33 @@ impl Setting<'_> {
         self.runs.iter().filter(|r| r.collapsed).count()
     }
 
+    /// Recall@1 at the first evaluation after the untrained one, over seeds.
+    pub(crate) fn first_recall(&self) -> Option<Summary> {
+        Summary::of(
+            self.runs
+                .iter()
+                .map(|r| r.curve.iter().skip(1).find_map(|p| p.recall_at_1)),
+        )
+    }
+
+    /// Over seeds: the training steps a run took to gain 90% of its final Recall@1 gain
+    /// over the untrained network (runs that gained nothing are left out).
+    pub(crate) fn steps_to_90(&self) -> Option<Summary> {
+        Summary::of(self.runs.iter().map(|r| {
+            let recalls: Vec<(u64, f64)> = r
+                .curve
+                .iter()
+                .filter_map(|p| Some((p.step, p.recall_at_1?)))
+                .collect();
+            let (&(_, start), &(_, end)) = (recalls.first()?, recalls.last()?);
+            let target = start + 0.9 * (end - start);
+            (end > start)
+                .then(|| recalls.iter().find(|&&(_, v)| v >= target))
+                .flatten()
+                .map(|&(step, _)| step as f64)
+        }))
+    }
+
     pub(crate) fn wall_seconds(&self) -> Option<Summary> {
         Summary::of(self.runs.iter().map(|r| Some(r.wall_seconds)))
     }

@@ -111,6 +111,86 @@ pub(crate) fn metrics_table(dataset: &DatasetGroup<'_>) -> String {
     md
 }
 
+/// How fast each setting learns: Recall@1 at the first evaluation and the steps to 90% of
+/// the final gain, mean ± std over seeds.
+pub(crate) fn convergence_table(dataset: &DatasetGroup<'_>) -> String {
+    let mut md = String::from(
+        "| loss | lr | batch | seeds | Recall@1 at first evaluation (%) | steps to 90% of final gain | final Recall@1 (%) |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for loss in &dataset.losses {
+        for s in &loss.settings {
+            let steps = match s.steps_to_90() {
+                Some(Summary {
+                    mean,
+                    std: Some(sd),
+                    ..
+                }) => format!("{mean:.0} ± {sd:.0}"),
+                Some(summary) => format!("{:.0}", summary.mean),
+                None => "—".to_owned(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {steps} | {} |",
+                loss.name,
+                s.lr,
+                s.batch,
+                s.runs.len(),
+                percent(s.first_recall()),
+                percent(s.final_summary(FinalMetric::RecallAt1)),
+            );
+        }
+    }
+    md
+}
+
+/// One row per loss over all its settings (datasets with more than one setting per loss):
+/// how far final Recall@1 falls from the best setting to the worst, and how often runs
+/// collapsed. `None` when no loss has several settings.
+pub(crate) fn stability_table(dataset: &DatasetGroup<'_>) -> Option<String> {
+    if dataset.losses.iter().all(|l| l.settings.len() < 2) {
+        return None;
+    }
+    let mut md = String::from(
+        "| loss | settings | best setting | best Recall@1 (%) | worst setting | worst Recall@1 (%) | mean over settings (%) | collapsed runs |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for loss in &dataset.losses {
+        let scored: Vec<(String, f64)> = loss
+            .settings
+            .iter()
+            .filter_map(|s| Some((s.label(), s.final_summary(FinalMetric::RecallAt1)?.mean)))
+            .collect();
+        // Ties go to the first setting, as in `LossGroup::best_setting`.
+        let pick = |better: fn(f64, f64) -> bool| {
+            scored
+                .iter()
+                .fold(None, |acc: Option<&(String, f64)>, s| match acc {
+                    Some(a) if !better(s.1, a.1) => Some(a),
+                    _ => Some(s),
+                })
+        };
+        let (best, worst) = (pick(|x, y| x > y), pick(|x, y| x < y));
+        let overall = Summary::of(scored.iter().map(|s| Some(s.1)));
+        let runs: usize = loss.settings.iter().map(|s| s.runs.len()).sum();
+        let collapsed: usize = loss.settings.iter().map(|s| s.collapsed()).sum();
+        let cell = |x: Option<&(String, f64)>| {
+            x.map_or(["—".to_owned(), "—".to_owned()], |(label, v)| {
+                [label.clone(), format!("{:.2}", v * 100.0)]
+            })
+        };
+        let ([best_label, best_value], [worst_label, worst_value]) = (cell(best), cell(worst));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {best_label} | {best_value} | {worst_label} | {worst_value} | {} | {collapsed}/{runs} |",
+            loss.name,
+            loss.settings.len(),
+            percent(overall),
+        );
+    }
+    Some(md)
+}
+
 /// One row per loss at its best setting (highest mean final Recall@1): the survey-style
 /// summary of a dataset.
 pub(crate) fn best_table(dataset: &DatasetGroup<'_>) -> String {

@@ -142,6 +142,14 @@ impl Writer<'_> {
         let _ = writeln!(self.md, "\n### Final metrics of every setting\n");
         self.md.push_str(&markdown::metrics_table(d));
 
+        let _ = writeln!(
+            self.md,
+            "\n### Convergence\n\n\
+             Recall@1 at the first evaluation after the untrained network, and the training \
+             steps a run took to gain 90% of its final Recall@1 gain over the untrained network \
+             (runs that gained nothing are left out).\n"
+        );
+        self.md.push_str(&markdown::convergence_table(d));
         let _ = writeln!(self.md, "\n### Recall@1 during training\n");
         let series: Vec<BandSeries> = d
             .losses
@@ -177,6 +185,16 @@ impl Writer<'_> {
             "### Stability: final Recall@1 over learning rate x batch shape\n\n\
              Each cell: mean final Recall@1 (%) over seeds; a second line counts collapsed runs.\n"
         );
+        if let Some(table) = markdown::stability_table(d) {
+            let _ = writeln!(
+                self.md,
+                "Per loss over its settings: the best and the worst setting by mean final \
+                 Recall@1, the mean ± standard deviation of the settings' means, and the runs \
+                 that collapsed.\n"
+            );
+            self.md.push_str(&table);
+            self.md.push('\n');
+        }
         self.figure(
             &format!("stability-{}", d.name),
             "Stability map of final Recall@1",
@@ -266,6 +284,16 @@ impl Writer<'_> {
             .embeddings
             .as_ref()
             .expect("chosen for having embeddings");
+        // A results file copied without its run folders (e.g. into the docs) still reports.
+        if !self.results_dir.join(&files.vectors).exists() {
+            let _ = writeln!(
+                self.md,
+                "- `{}`: the test embeddings of run `{}` (`{}`) are not beside the results file; \
+                 no map.\n",
+                loss.name, run.run_id, files.vectors
+            );
+            return Ok(());
+        }
         let e = embeddings::load(&run.run_id, &self.results_dir, files)?;
         if e.vectors.iter().any(|v| !v.is_finite()) {
             let _ = writeln!(
@@ -600,6 +628,15 @@ mod tests {
             "{summary_table}"
         );
         assert!(md.contains(" 1/3 |"), "collapsed count missing:\n{md}");
+        assert!(
+            md.contains("| npairs | 2 | lr 0.001, 8x4 |"),
+            "stability row missing:\n{md}"
+        );
+        // Linear curves: 90% of the gain is first reached at the last point (step 150).
+        assert!(
+            md.contains("| triplet-hard | 0.001 | 8x4 | 3 | 32.60 ± 1.30 | 150 ± 0 |"),
+            "convergence row missing:\n{md}"
+        );
         assert!(md.contains("- `glyphs-1mode/triplet-hard/lr0.01/8x4/seed2`: final spread ratio"));
         assert!(
             md.contains("`npairs`: no run saved test embeddings."),
@@ -661,7 +698,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_embedding_file_names_the_run() {
+    fn missing_embeddings_are_noted_and_corrupt_ones_name_the_run() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = run("npairs", 1e-3, 1, 0.5, false);
         r.embeddings = Some(EmbeddingFiles {
@@ -670,7 +707,16 @@ mod tests {
         });
         let path = dir.path().join("results.jsonl");
         ResultsStore::open(&path).unwrap().append(r).unwrap();
-        let msg = write_report(&path, &dir.path().join("out"), &options())
+        let out = dir.path().join("out");
+        write_report(&path, &out, &options()).unwrap();
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(
+            md.contains("run `glyphs-1mode/npairs/lr0.001/8x4/seed1` (`gone.npy`) are not beside"),
+            "{md}"
+        );
+
+        std::fs::write(dir.path().join("gone.npy"), b"not an npy file").unwrap();
+        let msg = write_report(&path, &out, &options())
             .unwrap_err()
             .to_string();
         assert!(

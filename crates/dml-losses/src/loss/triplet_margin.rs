@@ -8,12 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use super::triplet_window::fused_hinge;
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, Selection, TermIndices};
-use crate::distance::{Distance, Scores};
+use crate::distance::{Distance, PairScores, Scores};
 use crate::error::{Error, Result};
 use crate::miner::{Miner, TripletMarginMiner};
 use crate::numeric::{softplus, softplus_grad};
 use crate::reducer::Reducer;
 use crate::tuples::{TripletIndices, Tuples};
+
+/// Listed triplets up to this many per batch row are scored pair by pair instead of through
+/// the `n x n` score matrix.
+const SPARSE_TRIPLETS_PER_ROW: usize = 16;
 
 /// Triplet margin loss.
 ///
@@ -104,18 +108,18 @@ impl TripletMarginLoss {
         (l, slope * dl, d_an, d_pn)
     }
 
-    /// Listed triplets: each one evaluated, duplicates counted per copy.
+    /// Listed triplets: each one evaluated, duplicates counted per copy. `score(i, j)` gives
+    /// a pair's score; `emit(i, j, g)` receives every non-zero `dL/ds_ij` contribution.
     fn listed<T: Real>(
         &self,
-        scores: &Scores<T>,
+        score: impl Fn(usize, usize) -> T,
         t: &TripletIndices,
         reducer: Reducer,
-        grad: &mut [T],
+        mut emit: impl FnMut(usize, usize, T),
     ) -> (T, LossStats, Vec<T>) {
-        let n = scores.cols();
         let eval = |(a, p, ng): (usize, usize, usize)| {
-            let pn = self.swap.then(|| scores.get(p, ng));
-            self.triplet(scores.get(a, p), scores.get(a, ng), pn)
+            let pn = self.swap.then(|| score(p, ng));
+            self.triplet(score(a, p), score(a, ng), pn)
         };
         let losses: Vec<T> = t.iter().map(|k| eval(k).0).collect();
         let red = reducer.reduce(&losses, None);
@@ -126,9 +130,11 @@ impl TripletMarginLoss {
             }
             let (a, p, ng) = k;
             let (_, gap, gan, gpn) = eval(k);
-            grad[a * n + p] += w * gap;
-            grad[a * n + ng] += w * gan;
-            grad[p * n + ng] += w * gpn;
+            for (i, j, g) in [(a, p, gap), (a, ng, gan), (p, ng, gpn)] {
+                if g != T::zero() {
+                    emit(i, j, w * g);
+                }
+            }
         }
         let active = losses.iter().filter(|&&l| l != T::zero()).count() as u64;
         let stats = LossStats {
@@ -136,6 +142,43 @@ impl TripletMarginLoss {
             total: losses.len() as u64,
         };
         (red.value, stats, losses)
+    }
+
+    /// Listed triplets scored pair by pair, O(triplets * d): for mined lists (batch-hard's
+    /// one triplet per anchor) far smaller than the `n x n` score matrix.
+    fn sparse_listed<T: Real>(
+        &self,
+        input: &KernelInput<'_, T>,
+        t: &TripletIndices,
+    ) -> KernelOutput<T> {
+        let x = input.embeddings;
+        let scores = PairScores::new(self.distance, x);
+        let mut entries = Vec::with_capacity(3 * t.len());
+        let (loss, stats, losses) = self.listed(
+            |i, j| scores.get(i, j),
+            t,
+            input.reducer,
+            |i, j, g| entries.push((i, j, g)),
+        );
+        if stats.total == 0 {
+            return KernelOutput::zero(x.rows(), x.cols(), input.params);
+        }
+        let terms = if input.want_terms {
+            vec![LossTerm {
+                name: "loss",
+                losses,
+                indices: TermIndices::PerTriplet(t.clone()),
+            }]
+        } else {
+            Vec::new()
+        };
+        KernelOutput {
+            loss,
+            grad: scores.backward(&entries),
+            param_grad: None,
+            terms,
+            stats,
+        }
     }
 
     /// Every selected triplet visited in place (for `smooth_loss` / `swap`), never stored.
@@ -219,6 +262,18 @@ impl LossKernel for TripletMarginLoss {
         let x = input.embeddings;
         let (n, d) = (x.rows(), x.cols());
         let labels = input.labels;
+        let given: Option<Cow<'_, TripletIndices>> = match input.selection {
+            Selection::Tuples(Tuples::Triplets(t)) => Some(Cow::Borrowed(t)),
+            Selection::Tuples(Tuples::Pairs(p)) => {
+                Some(Cow::Owned(p.to_triplets(input.tuple_budget)?))
+            }
+            _ => None,
+        };
+        if let Some(t) = &given
+            && t.len() <= SPARSE_TRIPLETS_PER_ROW * n
+        {
+            return Ok(self.sparse_listed(input, t));
+        }
         let scores = self.distance.scores(x, None);
         let mut grad_s = vec![T::zero(); n * n];
         let window = match input.selection {
@@ -233,22 +288,24 @@ impl LossKernel for TripletMarginLoss {
             }
             _ => None,
         };
-        let listed: Option<Cow<'_, TripletIndices>> = match input.selection {
-            Selection::Tuples(Tuples::Triplets(t)) => Some(Cow::Borrowed(t)),
-            Selection::Tuples(Tuples::Pairs(p)) => {
-                Some(Cow::Owned(p.to_triplets(input.tuple_budget)?))
-            }
-            _ if input.want_terms => Some(Cow::Owned(match window {
+        let listed: Option<Cow<'_, TripletIndices>> = match given {
+            Some(t) => Some(t),
+            None if input.want_terms => Some(Cow::Owned(match window {
                 Some(m) => m
                     .with_max_triplets(input.tuple_budget)
                     .mine(&scores, labels)?,
                 None => TripletIndices::all(labels, input.tuple_budget)?,
             })),
-            _ => None,
+            None => None,
         };
         let (loss, stats, terms) = match listed {
             Some(t) => {
-                let (loss, stats, losses) = self.listed(&scores, &t, input.reducer, &mut grad_s);
+                let (loss, stats, losses) = self.listed(
+                    |i, j| scores.get(i, j),
+                    &t,
+                    input.reducer,
+                    |i, j, g| grad_s[i * n + j] += g,
+                );
                 let terms = if input.want_terms {
                     vec![LossTerm {
                         name: "loss",
