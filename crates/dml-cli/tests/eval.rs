@@ -351,3 +351,46 @@ fn bad_inputs_are_one_line_errors() {
     ]);
     assert!(err.contains("absent.npy"), "{err}");
 }
+
+/// Files numpy itself wrote (`scripts/make_numpy_fixtures.py`): f32 in C order and f64 in
+/// Fortran order, integer and text labels, against Recall@K numpy computed by brute force.
+#[test]
+fn files_written_by_numpy_give_numpys_recall() {
+    let dir = repo_root().join("fixtures/numpy");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let pairs = [
+        ("embeddings_f32.npy", "labels_i64.npy"),
+        ("embeddings_f64_fortran.npy", "labels_u8.npy"),
+        ("embeddings_f32.npy", "labels.txt"),
+    ];
+    for (embeddings, labels) in pairs {
+        let run = dml(&[
+            "eval",
+            "--embeddings",
+            dir.join(embeddings).to_str().unwrap(),
+            "--labels",
+            dir.join(labels).to_str().unwrap(),
+            "--metrics",
+            "recall_at_k",
+            "--json",
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let got: Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(got["num_queries"], expected["num_queries"]);
+        for k in ["1", "2", "4", "8"] {
+            let (g, e) = (
+                got["recall_at_k"][k].as_f64().unwrap(),
+                expected["recall_at_k"][k].as_f64().unwrap(),
+            );
+            assert!(
+                (g - e).abs() < 1e-12,
+                "{embeddings} {labels} recall@{k}: {g} vs {e}"
+            );
+        }
+    }
+}
