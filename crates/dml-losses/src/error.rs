@@ -118,8 +118,10 @@ pub enum Error {
     /// A burn tensor could not be read back to the host.
     #[error("cannot read a burn tensor: {0}")]
     TensorRead(String),
-    /// A case file (PML format) is malformed or asks for something dml does not know.
-    #[error("case file: {0}")]
+    /// A loss description (a PML case, or a run config's `loss` section) is malformed or asks
+    /// for something dml does not know. The message names the loss, miner or parameter; the
+    /// caller adds where the description came from.
+    #[error("{0}")]
     Case(String),
     /// Context: which case of a case file failed.
     #[error("case `{case}`: {source}")]

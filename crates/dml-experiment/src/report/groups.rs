@@ -70,8 +70,9 @@ impl Setting<'_> {
         )
     }
 
-    /// Over seeds: the training steps a run took to gain 90% of its final Recall@1 gain
-    /// over the untrained network (runs that gained nothing are left out).
+    /// Over seeds: the training steps a run took to gain 90% of its best Recall@1 gain over
+    /// the untrained network (runs that never gained are left out). The best, not the final,
+    /// value: a run that peaks and then degrades has converged (to its peak) early.
     pub(crate) fn steps_to_90(&self) -> Option<Summary> {
         Summary::of(self.runs.iter().map(|r| {
             let recalls: Vec<(u64, f64)> = r
@@ -79,12 +80,26 @@ impl Setting<'_> {
                 .iter()
                 .filter_map(|p| Some((p.step, p.recall_at_1?)))
                 .collect();
-            let (&(_, start), &(_, end)) = (recalls.first()?, recalls.last()?);
-            let target = start + 0.9 * (end - start);
-            (end > start)
+            let start = recalls.first()?.1;
+            let peak = recalls
+                .iter()
+                .map(|&(_, v)| v)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let target = start + 0.9 * (peak - start);
+            (peak > start)
                 .then(|| recalls.iter().find(|&&(_, v)| v >= target))
                 .flatten()
                 .map(|&(step, _)| step as f64)
+        }))
+    }
+
+    /// The best Recall@1 a run reached at any evaluation, over seeds.
+    pub(crate) fn peak_recall(&self) -> Option<Summary> {
+        Summary::of(self.runs.iter().map(|r| {
+            r.curve
+                .iter()
+                .filter_map(|p| p.recall_at_1)
+                .reduce(f64::max)
         }))
     }
 

@@ -111,12 +111,12 @@ pub(crate) fn metrics_table(dataset: &DatasetGroup<'_>) -> String {
     md
 }
 
-/// How fast each setting learns: Recall@1 at the first evaluation and the steps to 90% of
-/// the final gain, mean ± std over seeds.
+/// How fast each setting learns: Recall@1 at the first evaluation, the steps to 90% of the
+/// best gain, the best and the final Recall@1, mean ± std over seeds.
 pub(crate) fn convergence_table(dataset: &DatasetGroup<'_>) -> String {
     let mut md = String::from(
-        "| loss | lr | batch | seeds | Recall@1 at first evaluation (%) | steps to 90% of final gain | final Recall@1 (%) |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n",
+        "| loss | lr | batch | seeds | Recall@1 at first evaluation (%) | steps to 90% of best gain | best Recall@1 (%) | final Recall@1 (%) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for loss in &dataset.losses {
         for s in &loss.settings {
@@ -131,12 +131,13 @@ pub(crate) fn convergence_table(dataset: &DatasetGroup<'_>) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {steps} | {} |",
+                "| {} | {} | {} | {} | {} | {steps} | {} | {} |",
                 loss.name,
                 s.lr,
                 s.batch,
                 s.runs.len(),
                 percent(s.first_recall()),
+                percent(s.peak_recall()),
                 percent(s.final_summary(FinalMetric::RecallAt1)),
             );
         }

@@ -145,9 +145,10 @@ impl Writer<'_> {
         let _ = writeln!(
             self.md,
             "\n### Convergence\n\n\
-             Recall@1 at the first evaluation after the untrained network, and the training \
-             steps a run took to gain 90% of its final Recall@1 gain over the untrained network \
-             (runs that gained nothing are left out).\n"
+             Recall@1 at the first evaluation after the untrained network; the training steps \
+             a run took to gain 90% of its best Recall@1 gain over the untrained network (runs \
+             that never gained are left out); the best Recall@1 at any evaluation, and the \
+             final one.\n"
         );
         self.md.push_str(&markdown::convergence_table(d));
         let _ = writeln!(self.md, "\n### Recall@1 during training\n");
