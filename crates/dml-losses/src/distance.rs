@@ -648,15 +648,23 @@ fn scale_rows<T: Real>(out: &mut [T], points: &[T], sums: &[T], scale: T, d: usi
         });
 }
 
+/// Column sums of the `n x m` row-major `w`. Each thread owns a band of columns and adds the
+/// rows in order, so the result does not depend on the number of threads or their timing
+/// (a parallel fold-and-reduce over rows would).
 fn column_sums<T: Real>(w: &[T], n: usize, m: usize) -> Vec<T> {
-    let add = |mut a: Vec<T>, b: &[T]| {
-        a.iter_mut().zip(b).for_each(|(x, &y)| *x += y);
-        a
-    };
-    w[..n * m]
-        .par_chunks(m)
-        .fold(|| vec![T::zero(); m], add)
-        .reduce(|| vec![T::zero(); m], |a, b| add(a, &b))
+    const BAND: usize = 256;
+    let mut sums = vec![T::zero(); m];
+    sums.par_chunks_mut(BAND)
+        .enumerate()
+        .for_each(|(band, out)| {
+            let columns = band * BAND..band * BAND + out.len();
+            for row in w[..n * m].chunks_exact(m) {
+                for (o, &v) in out.iter_mut().zip(&row[columns.clone()]) {
+                    *o += v;
+                }
+            }
+        });
+    sums
 }
 
 #[cfg(test)]
@@ -859,6 +867,26 @@ mod tests {
                     "{dist:?}: {a} vs {b}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn column_sums_add_rows_in_order_for_any_thread_count() {
+        let (n, m) = (37, 600);
+        let w: Vec<f32> = (0..n * m)
+            .map(|k| ((k * 7919) % 1009) as f32 * 1e-3 - 0.5)
+            .collect();
+        let mut want = vec![0.0f32; m];
+        for row in w.chunks_exact(m) {
+            want.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+        }
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            // Bitwise equal: the same additions in the same order.
+            assert_eq!(pool.install(|| column_sums(&w, n, m)), want);
         }
     }
 

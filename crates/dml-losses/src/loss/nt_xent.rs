@@ -203,7 +203,11 @@ impl NTXentLoss {
                 }
                 acc
             })
-            .reduce(Acc::default, Acc::merge);
+            // Collected in anchor order and merged sequentially: a parallel `reduce` would
+            // add the float sums in an order that depends on thread scheduling.
+            .collect::<Vec<Acc>>()
+            .into_iter()
+            .fold(Acc::default(), Acc::merge);
         let scale = reducer.scale::<T>(acc.kept, None);
         (T::of(acc.sum * scale.f64()), acc.active, scale)
     }

@@ -101,7 +101,10 @@ impl PairSet<'_> {
                     }
                     acc
                 })
-                .reduce(|| (0.0, 0, 0), |x, y| (x.0 + y.0, x.1 + y.1, x.2 + y.2)),
+                // In row order: float sums independent of thread scheduling.
+                .collect::<Vec<_>>()
+                .into_iter()
+                .fold((0.0, 0, 0), |x, y| (x.0 + y.0, x.1 + y.1, x.2 + y.2)),
             PairSet::Listed { anchor, other } => {
                 let mut acc = (0.0f64, 0u64, 0u64);
                 for (&i, &j) in anchor.iter().zip(other) {
@@ -251,7 +254,10 @@ where
             }
             (p, q)
         })
-        .reduce(zero, |x, y| {
+        // In row order: float sums independent of thread scheduling.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(zero(), |x, y| {
             (
                 (x.0.0 + y.0.0, x.0.1 + y.0.1, x.0.2 + y.0.2),
                 (x.1.0 + y.1.0, x.1.1 + y.1.1, x.1.2 + y.1.2),

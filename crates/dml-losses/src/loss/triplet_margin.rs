@@ -237,7 +237,10 @@ impl TripletMarginLoss {
             grad.par_chunks_mut(n)
                 .enumerate()
                 .map(|(a, row)| anchor(a, &mut |_, j, g| row[j] += g))
-                .reduce(|| (0.0, 0, 0, 0), merge)
+                // In anchor order: float sums independent of thread scheduling.
+                .collect::<Vec<_>>()
+                .into_iter()
+                .fold((0.0, 0, 0, 0), merge)
         };
         let scale = reducer.scale::<T>(kept, None);
         grad.par_iter_mut().for_each(|v| *v *= scale);

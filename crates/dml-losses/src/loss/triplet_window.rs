@@ -92,10 +92,13 @@ pub(crate) fn fused_hinge<T: Real>(
             }
             acc
         })
-        .reduce(
-            || (0.0, 0, 0, 0),
-            |x, y| (x.0 + y.0, x.1 + y.1, x.2 + y.2, x.3 + y.3),
-        );
+        // Collected in anchor order and summed sequentially: a parallel `reduce` would add the
+        // float sums in an order that depends on thread scheduling.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold((0.0, 0, 0, 0), |x, y| {
+            (x.0 + y.0, x.1 + y.1, x.2 + y.2, x.3 + y.3)
+        });
     let scale = reducer.scale::<T>(kept, None);
     grad.par_iter_mut().for_each(|v| *v *= scale);
     FusedTriplets {
