@@ -44,6 +44,28 @@ impl RetrievalEvaluator {
     }
 }
 
+/// At most this many rows go into the spread statistics, which cost O(rows^2 * dim).
+const SPREAD_MAX_ROWS: usize = 4096;
+
+/// Every k-th row of `values` (k the smallest stride that keeps at most
+/// [`SPREAD_MAX_ROWS`]): a fixed, evenly spread sample, so large evaluation sets (60,000
+/// images) do not spend minutes on a collapse signal that a few thousand points measure well.
+fn spread_sample(values: &[f32], dim: usize) -> std::borrow::Cow<'_, [f32]> {
+    let rows = if dim == 0 { 0 } else { values.len() / dim };
+    if rows <= SPREAD_MAX_ROWS {
+        return std::borrow::Cow::Borrowed(values);
+    }
+    let stride = rows.div_ceil(SPREAD_MAX_ROWS);
+    std::borrow::Cow::Owned(
+        values
+            .chunks_exact(dim)
+            .step_by(stride)
+            .flatten()
+            .copied()
+            .collect(),
+    )
+}
+
 /// Rows whose index is below `split` (queries) and the others (gallery), with their labels.
 fn partition(e: &Embeddings, labels: &[u32], split: usize) -> [(Vec<f32>, Vec<u32>); 2] {
     let mut parts: [(Vec<f32>, Vec<u32>); 2] = Default::default();
@@ -77,7 +99,7 @@ impl Evaluator for RetrievalEvaluator {
         let mut metrics = Metrics::new();
         if self.config.metrics.contains(&MetricKind::Spread) {
             // Over the whole split (queries and gallery): collapse shows in either.
-            if let Some(spread) = Spread::of(&e.values, e.dim) {
+            if let Some(spread) = Spread::of(&spread_sample(&e.values, e.dim), e.dim) {
                 let [distance, std] = SPREAD_KEYS;
                 metrics.insert(distance.into(), spread.mean_pairwise_distance);
                 metrics.insert(std.into(), spread.embedding_std);
@@ -164,5 +186,22 @@ impl Evaluator for RetrievalEvaluator {
             metrics.insert("episodes_ncm".into(), accuracy.nearest_class_mean);
         }
         Ok(metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_uses_every_row_of_small_sets_and_an_even_sample_of_large_ones() {
+        let small = vec![1.0f32; 10 * 3];
+        assert_eq!(spread_sample(&small, 3).len(), 30);
+        let rows = 2 * SPREAD_MAX_ROWS + 1;
+        let large: Vec<f32> = (0..rows).flat_map(|r| [r as f32, 0.0]).collect();
+        let sample = spread_sample(&large, 2);
+        assert!(sample.len() / 2 <= SPREAD_MAX_ROWS);
+        // Stride 3: rows 0, 3, 6, ...
+        assert_eq!(&sample[..6], &[0.0, 0.0, 3.0, 0.0, 6.0, 0.0]);
     }
 }

@@ -72,7 +72,7 @@ pub enum MetricKind {
     #[serde(rename = "ami")]
     Ami,
     /// How spread out the embeddings are, the collapse signal (keys `mean_pairwise_distance`
-    /// and `embedding_std`, see `dml_eval::Spread`).
+    /// and `embedding_std`, see `dml_eval::Spread`), on at most 4,096 evenly spaced rows.
     #[serde(rename = "spread")]
     Spread,
 }
