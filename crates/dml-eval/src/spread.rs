@@ -49,6 +49,9 @@ impl Spread {
                     })
                     .sum::<f64>()
             })
+            // Row sums added in row order: a parallel sum would depend on thread timing.
+            .collect::<Vec<f64>>()
+            .iter()
             .sum();
         let pairs = (n * (n - 1) / 2) as f64;
         let variance_sum: f64 = (0..dim)
