@@ -2,6 +2,7 @@
 //! configured run from dml's crates, train it, embed a split with a checkpoint, evaluate.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use burn::tensor::Device;
 use dml_losses::LossModule;
@@ -17,6 +18,7 @@ use crate::components::model::build_model;
 use crate::config::RunConfig;
 use crate::embed::embed_source;
 use crate::error::Error;
+use crate::export::{ExportPaths, write_embeddings};
 use crate::observer::Observer;
 use crate::seed::{SeedStream, derive_seed};
 use crate::state::{BestMetric, Evaluation, RunStatus, TrainerState};
@@ -140,6 +142,21 @@ pub struct EmbeddedSplit {
     pub class_names: Vec<String>,
     /// The image path (or synthetic id) of every row.
     pub paths: Vec<String>,
+}
+
+impl EmbeddedSplit {
+    /// Writes the embeddings to `<run_dir>/embeddings/test.npy`, with the class names and
+    /// paths beside it (each file atomically).
+    pub fn write_into_run(&self, run_dir: &Path) -> Result<ExportPaths, Error> {
+        let folder = run_dir.join("embeddings");
+        std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+        write_embeddings(
+            &folder.join("test.npy"),
+            &self.embeddings,
+            &self.class_names,
+            &self.paths,
+        )
+    }
 }
 
 /// Embeds every image of `split` with `model` (in inference mode) on `device`.

@@ -24,7 +24,6 @@ use dml_experiment::{
 use dml_train::checkpoint::Checkpoint;
 use dml_train::components::model::build_model;
 use dml_train::config::{MetricKind, Override, RunConfig, SPREAD_KEYS};
-use dml_train::export::write_embeddings;
 use dml_train::observer::{Control, Event, Observer};
 use dml_train::run::{Assembled, model_from_checkpoint, train};
 use dml_train::state::Evaluation;
@@ -203,15 +202,7 @@ fn execute(config: &RunConfig, run_id: &str, planned: usize) -> anyhow::Result<R
 
     let model = model_from_checkpoint(&Checkpoint::read(&paths.last_checkpoint)?, &plain)?;
     let (split, last) = evaluate(&model)?;
-    let folder = run_dir.join("embeddings");
-    std::fs::create_dir_all(&folder)
-        .with_context(|| format!("cannot create {}", folder.display()))?;
-    let files = write_embeddings(
-        &folder.join("test.npy"),
-        &split.embeddings,
-        &split.class_names,
-        &split.paths,
-    )?;
+    let files = split.write_into_run(run_dir)?;
     let relative = |p: &Path| {
         p.strip_prefix(run_dir)
             .unwrap_or(p)

@@ -12,7 +12,6 @@ use anyhow::Context;
 use burn::tensor::Device;
 use dml_train::checkpoint::Checkpoint;
 use dml_train::components::model::build_model;
-use dml_train::export::write_embeddings;
 use dml_train::run::{Assembled, model_from_checkpoint, train};
 use dml_train::task::Metrics;
 use dml_train::trainer::RunPaths;
@@ -65,15 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let model = model_from_checkpoint(&Checkpoint::read(chosen)?, &plain)?;
     let (split, after) = evaluate(&model)?;
-    let folder = config.out.join("embeddings");
-    std::fs::create_dir_all(&folder)
-        .with_context(|| format!("cannot create {}", folder.display()))?;
-    let files = write_embeddings(
-        &folder.join("test.npy"),
-        &split.embeddings,
-        &split.class_names,
-        &split.paths,
-    )?;
+    let files = split.write_into_run(&config.out)?;
 
     print_table(&keys, &before, &after);
     println!(

@@ -51,7 +51,7 @@ const SPREAD_MAX_ROWS: usize = 4096;
 /// [`SPREAD_MAX_ROWS`]): a fixed, evenly spread sample, so large evaluation sets (60,000
 /// images) do not spend minutes on a collapse signal that a few thousand points measure well.
 fn spread_sample(values: &[f32], dim: usize) -> std::borrow::Cow<'_, [f32]> {
-    let rows = if dim == 0 { 0 } else { values.len() / dim };
+    let rows = values.len().checked_div(dim).unwrap_or(0);
     if rows <= SPREAD_MAX_ROWS {
         return std::borrow::Cow::Borrowed(values);
     }
