@@ -25,7 +25,7 @@ fn strides(cols_stored: usize, t: Transpose) -> (isize, isize) {
 /// `c = beta * op(a) * op(b) + alpha * c`, all row-major.
 ///
 /// `op(a)` is `m x k` and `op(b)` is `k x n`; `c` is `m x n`. When `alpha` is zero `c` is not
-/// read (it may hold garbage). Threads with rayon over the global pool.
+/// read (it may hold garbage). Threads with rayon over the current pool.
 ///
 /// # Panics
 /// If a slice is shorter than its shape requires: callers own the shapes, and a mismatch is a
@@ -42,6 +42,57 @@ pub fn matmul<T: Real>(
     c: &mut [T],
     alpha: T,
     beta: T,
+) {
+    let threads = if m * n * k < 32 * 32 * 32 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(rayon_threads())
+    };
+    product(a, ta, b, tb, (m, n, k), c, alpha, beta, threads);
+}
+
+/// [`matmul`] on the calling thread only.
+///
+/// For callers that already run one product per rayon task (many independent tiles): a
+/// product that forks inside a task would only add synchronisation, and a task that holds a
+/// lock must not let rayon run other tasks on its thread meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_serial<T: Real>(
+    a: &[T],
+    ta: Transpose,
+    b: &[T],
+    tb: Transpose,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    alpha: T,
+    beta: T,
+) {
+    product(
+        a,
+        ta,
+        b,
+        tb,
+        (m, n, k),
+        c,
+        alpha,
+        beta,
+        gemm::Parallelism::None,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn product<T: Real>(
+    a: &[T],
+    ta: Transpose,
+    b: &[T],
+    tb: Transpose,
+    (m, n, k): (usize, usize, usize),
+    c: &mut [T],
+    alpha: T,
+    beta: T,
+    threads: gemm::Parallelism,
 ) {
     assert!(a.len() >= m * k, "lhs too short: {} < {m}x{k}", a.len());
     assert!(b.len() >= k * n, "rhs too short: {} < {k}x{n}", b.len());
@@ -63,11 +114,6 @@ pub fn matmul<T: Real>(
     let b_cols = if tb == Transpose::No { n } else { k };
     let (a_rs, a_cs) = strides(a_cols, ta);
     let (b_rs, b_cs) = strides(b_cols, tb);
-    let threads = if m * n * k < 32 * 32 * 32 {
-        gemm::Parallelism::None
-    } else {
-        gemm::Parallelism::Rayon(rayon_threads())
-    };
     // SAFETY: the asserts above bound every index gemm touches: op(a) is m x k with the
     // strides computed from its stored width, likewise op(b) and the contiguous m x n dst.
     unsafe {
@@ -152,6 +198,11 @@ mod tests {
                 matmul(aa, ta, bb, tb, m, n, k, &mut c, 0.0, 1.0);
                 for (x, y) in c.iter().zip(&want) {
                     assert!((x - y).abs() < 1e-9, "{ta:?} {tb:?}: {x} vs {y}");
+                }
+                let mut serial = vec![f64::NAN; m * n];
+                matmul_serial(aa, ta, bb, tb, m, n, k, &mut serial, 0.0, 1.0);
+                for (x, y) in serial.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-9, "serial {ta:?} {tb:?}: {x} vs {y}");
                 }
             }
         }

@@ -220,6 +220,16 @@ impl Sink for Nearest {
             self.0 = c;
         }
     }
+
+    fn blank(&self) -> Self {
+        Nearest::default()
+    }
+
+    fn absorb(&mut self, other: Self) {
+        if other.0 < self.0 {
+            self.0 = other.0;
+        }
+    }
 }
 
 /// The nearest of `centres` (row-major) for every point: `(squared distance, index)`.

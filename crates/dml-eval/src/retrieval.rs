@@ -319,6 +319,22 @@ impl Sink for RankSink<'_> {
         }
         self.beaten[p] += 1;
     }
+
+    fn blank(&self) -> Self {
+        Self {
+            label: self.label,
+            reference_labels: self.reference_labels,
+            keys: self.keys.clone(),
+            indices: self.indices.clone(),
+            beaten: vec![0; self.beaten.len()].into_boxed_slice(),
+        }
+    }
+
+    fn absorb(&mut self, other: Self) {
+        for (b, o) in self.beaten.iter_mut().zip(other.beaten) {
+            *b += o;
+        }
+    }
 }
 
 /// Running sums of the per-query metrics, in query order (so results are deterministic).
@@ -488,6 +504,31 @@ mod tests {
             retrieval_metrics(&e, &[0, 1, 1], None, d, &[0]),
             Err(Error::InvalidParameter { .. })
         ));
+    }
+
+    /// Rank counts are gathered per thread and added up: any thread count gives the same
+    /// metrics, bit for bit.
+    #[test]
+    fn thread_count_does_not_change_metrics() {
+        let n = 2 * crate::knn::scan::BLOCK + 100;
+        let points: Vec<f32> = (0..n * 3)
+            .map(|i| ((i * 2_654_435_761usize) % 13) as f32 / 4.0)
+            .collect();
+        let e = Embeddings::new(points, 3).unwrap();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 29).collect();
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    retrieval_metrics(&e, &labels, None, Distance::SquaredEuclidean, &[1, 4])
+                        .unwrap()
+                })
+        };
+        let one = run(1);
+        assert_eq!(run(2), one);
+        assert_eq!(run(3), one);
     }
 
     /// Splitting the queries into several passes gives the same numbers as one pass.

@@ -345,4 +345,31 @@ mod tests {
             assert_eq!(nb.indices(q), want[q].as_slice(), "query {q}");
         }
     }
+
+    /// Tiles go to threads in whatever order rayon picks; the neighbours (ties included) and
+    /// their scores must not depend on it or on the number of threads.
+    #[test]
+    fn thread_count_does_not_change_neighbours() {
+        let (n, dim) = (2 * scan::BLOCK + 300, 3);
+        let data: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 2_654_435_761) % 11) as f32)
+            .collect();
+        let e = Embeddings::new(data, dim).unwrap();
+        let gallery = Embeddings::new(e.slice_rows(0, scan::BLOCK + 7).to_vec(), dim).unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let own = knn(&e, QueryMode::LeaveOneOut, Distance::SquaredEuclidean, 6).unwrap();
+                let other =
+                    knn(&e, QueryMode::Gallery(&gallery), Distance::InnerProduct, 4).unwrap();
+                (own, other)
+            })
+        };
+        let one = run(1);
+        assert_eq!(run(2), one);
+        assert_eq!(run(3), one);
+    }
 }

@@ -1,16 +1,27 @@
 //! The blocked pass over every (query, reference) score that all exact k-NN metrics share.
 //!
 //! Scores come from one GEMM per tile of `BLOCK` queries x `BLOCK` references
-//! ([`dml_core::linalg::matmul`]: AVX-512 at run time, rayon threads), then each query's
-//! [`Sink`] sees the tile's row (or column) while it is still in cache. Memory is one tile,
-//! never a query x reference matrix. When the queries *are* the references (leave-one-out),
-//! the score matrix is symmetric: only tiles on or above the diagonal are computed and each
-//! off-diagonal tile feeds its rows to the row queries and its columns to the column queries,
-//! which halves the multiply-adds. Diagonal tiles are split again so their duplicated half
-//! stays small. The merges first test 16 keys at once against the sinks' bounds (AVX2 when the
-//! CPU has it) and only look at single keys that can matter.
+//! ([`dml_core::linalg::matmul_serial`]), then each query's [`Sink`] sees the tile's row (or
+//! column) while it is still in cache. Memory is one tile per thread, never a query x
+//! reference matrix. When the queries *are* the references (leave-one-out), the score matrix
+//! is symmetric: only tiles on or above the diagonal are computed and each off-diagonal tile
+//! feeds its rows to the row queries and its columns to the column queries, which halves the
+//! multiply-adds. Diagonal tiles are split again so their duplicated half stays small. The
+//! merges first test 16 keys at once against the sinks' bounds (AVX2 when the CPU has it) and
+//! only look at single keys that can matter.
+//!
+//! **Threads.** Tiles are the unit of parallel work: each rayon task computes one tile on its
+//! own thread and merges it into that thread's private [`Sink::blank`] copies of the sinks,
+//! which are [`Sink::absorb`]ed into the caller's sinks at the end. An earlier version
+//! threaded each GEMM and each merge instead; its fork-join points and the small products of
+//! the diagonal tiles left about a tenth of the threads' time idle at 10,000 x 512
+//! (docs/benchmarks.md, "Evaluation engine"). Every sink keeps the same result whatever order
+//! candidates arrive in (a total order on `(key, index)`, or counts), so the split between
+//! threads does not change any number.
 
-use dml_core::linalg::{Transpose, matmul};
+use std::sync::Mutex;
+
+use dml_core::linalg::{Transpose, matmul_serial};
 use rayon::prelude::*;
 
 /// Rows and columns of a score tile. 1024 x 1024 f32 is 4 MiB: the GEMM packs its operands
@@ -25,12 +36,16 @@ const LANES: usize = 16;
 /// Receives one query's candidates `(key, reference index)`, in no particular order.
 ///
 /// Keys are "lower is closer" scores; ties are the sink's business (every sink here breaks
-/// them by the lower reference index).
-pub(crate) trait Sink: Send {
+/// them by the lower reference index, so the order of arrival never matters).
+pub(crate) trait Sink: Send + Sized {
     /// No candidate with a key above this can change the sink (`+inf`: any can).
     fn bound(&self) -> f32;
     /// Takes a candidate whose key is `<= self.bound()`.
     fn offer(&mut self, key: f32, index: u32);
+    /// A sink for the same query that has seen no candidate: a worker thread's copy.
+    fn blank(&self) -> Self;
+    /// Takes in what `other`, a [`Sink::blank`] copy of this sink, collected.
+    fn absorb(&mut self, other: Self);
 }
 
 /// One side of the product: row-major rows and the term added to each scaled dot product.
@@ -83,43 +98,152 @@ pub(crate) fn scan<S: Sink>(
     sinks: &mut [S],
 ) {
     debug_assert_eq!(sinks.len(), query.rows());
-    let (n_query, n_ref) = (query.rows(), reference.rows());
-    let mut tile = Tile {
-        scale,
-        scores: Vec::new(),
-        transposed: Vec::new(),
-        transposed_rows: None,
+    let reference = if layout == Layout::Symmetric {
+        query
+    } else {
+        reference
     };
-    match layout {
-        Layout::Symmetric => tile.symmetric(query, sinks, 0, n_query, BLOCK),
-        Layout::Separate { self_shift } => {
-            // Reference blocks outermost: each is transposed once for all query blocks.
-            for r0 in (0..n_ref).step_by(BLOCK) {
-                let r1 = (r0 + BLOCK).min(n_ref);
-                for q0 in (0..n_query).step_by(BLOCK) {
-                    let q1 = (q0 + BLOCK).min(n_query);
-                    let c = tile.product(query, q0..q1, reference, r0..r1);
-                    let excluded = self_shift.map(|s| q0 + s);
-                    merge_rows(
-                        &mut sinks[q0..q1],
-                        c,
-                        &reference.offset[r0..r1],
-                        r0,
-                        excluded,
-                    );
-                }
+    let tiles = tiles(layout, query.rows(), reference.rows());
+    let pass = Pass {
+        query,
+        reference,
+        scale,
+        layout,
+    };
+    let threads = rayon::current_num_threads();
+    if threads == 1 || tiles.len() == 1 {
+        let mut buffers = Tile::default();
+        for &tile in &tiles {
+            pass.run(tile, &mut buffers, sinks);
+        }
+        return;
+    }
+    let workers: Vec<Mutex<Worker<S>>> = (0..threads)
+        .map(|_| {
+            Mutex::new(Worker {
+                sinks: sinks.iter().map(Sink::blank).collect(),
+                buffers: Tile::default(),
+            })
+        })
+        .collect();
+    tiles.par_iter().with_max_len(1).for_each(|&tile| {
+        // Each rayon thread has its own worker; `run` never calls into rayon, so a thread
+        // holding its lock cannot be handed another tile (which would wait on that lock).
+        let me = rayon::current_thread_index().unwrap_or(0) % threads;
+        let mut worker = workers[me].lock().unwrap_or_else(|e| e.into_inner());
+        let Worker { sinks, buffers } = &mut *worker;
+        pass.run(tile, buffers, sinks);
+    });
+    for worker in workers {
+        let copies = worker.into_inner().unwrap_or_else(|e| e.into_inner()).sinks;
+        sinks
+            .par_iter_mut()
+            .zip(copies)
+            .with_min_len(256)
+            .for_each(|(sink, copy)| sink.absorb(copy));
+    }
+}
+
+/// A worker thread's private sinks and score buffers.
+struct Worker<S> {
+    sinks: Vec<S>,
+    buffers: Tile,
+}
+
+/// The tile of query rows `q0..q0 + BLOCK` against reference rows `r0..r0 + BLOCK` (clipped to
+/// the sizes): one unit of parallel work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TileAt {
+    q0: usize,
+    r0: usize,
+}
+
+/// Every tile of the pass, reference blocks outermost, so that consecutive tiles of one
+/// thread share their (transposed) reference block. Symmetric: tiles on and above the diagonal.
+fn tiles(layout: Layout, n_query: usize, n_ref: usize) -> Vec<TileAt> {
+    let mut out = Vec::new();
+    for r0 in (0..n_ref).step_by(BLOCK) {
+        let last_q = if layout == Layout::Symmetric {
+            r0 + 1
+        } else {
+            n_query
+        };
+        out.extend((0..last_q).step_by(BLOCK).map(|q0| TileAt { q0, r0 }));
+    }
+    out
+}
+
+/// What every tile of one scan shares.
+struct Pass<'s, 'a> {
+    query: &'s Side<'a>,
+    reference: &'s Side<'a>,
+    scale: f32,
+    layout: Layout,
+}
+
+impl Pass<'_, '_> {
+    /// Computes `tile` and merges it into `sinks` (one per query row), on this thread only.
+    fn run<S: Sink>(&self, tile: TileAt, buffers: &mut Tile, sinks: &mut [S]) {
+        let q1 = (tile.q0 + BLOCK).min(self.query.rows());
+        let r1 = (tile.r0 + BLOCK).min(self.reference.rows());
+        let (q0, r0) = (tile.q0, tile.r0);
+        match self.layout {
+            Layout::Symmetric if q0 == r0 => {
+                let block = ((r1 - r0) / 4).max(DIAGONAL_LEAF);
+                buffers.diagonal(self.query, self.scale, sinks, r0, r1, block);
+            }
+            Layout::Symmetric => {
+                let c = buffers.product(self.query, q0..q1, self.query, r0..r1, self.scale);
+                feed_both(self.query, sinks, c, q0..q1, r0..r1);
+            }
+            Layout::Separate { self_shift } => {
+                let c = buffers.product(self.query, q0..q1, self.reference, r0..r1, self.scale);
+                let excluded = self_shift.map(|s| q0 + s);
+                merge_rows(
+                    &mut sinks[q0..q1],
+                    c,
+                    &self.reference.offset[r0..r1],
+                    r0,
+                    excluded,
+                );
             }
         }
     }
+}
+
+/// Feeds an off-diagonal tile `c` of the symmetric scan (rows `q`, columns `r`, `q` before
+/// `r`) to the row queries and to the column queries.
+fn feed_both<S: Sink>(
+    side: &Side<'_>,
+    sinks: &mut [S],
+    c: &[f32],
+    q: std::ops::Range<usize>,
+    r: std::ops::Range<usize>,
+) {
+    let (head, tail) = sinks.split_at_mut(r.start);
+    merge_rows(
+        &mut head[q.clone()],
+        c,
+        &side.offset[r.clone()],
+        r.start,
+        None,
+    );
+    merge_columns(
+        &mut tail[..r.len()],
+        c,
+        r.len(),
+        &side.offset[q.clone()],
+        q.start,
+    );
 }
 
 /// Diagonal tiles of the symmetric scan are split again down to this size, so the half of
 /// each diagonal tile that duplicates the other half stays a negligible cost.
 const DIAGONAL_LEAF: usize = 128;
 
-/// The score tile and how to fill it.
+/// A thread's score tile and transposed reference block, reused from tile to tile.
+#[derive(Default)]
 struct Tile {
-    scale: f32,
     scores: Vec<f32>,
     /// The reference rows of the last product, transposed to `dim x rows`: with the reference
     /// operand laid out this way the GEMM packs it with vector copies; given row-major, its
@@ -137,6 +261,7 @@ impl Tile {
         rows: std::ops::Range<usize>,
         b: &Side<'_>,
         cols: std::ops::Range<usize>,
+        scale: f32,
     ) -> &[f32] {
         let (m, n, dim) = (rows.len(), cols.len(), a.dim);
         let key = (b.data.as_ptr() as usize, cols.clone());
@@ -146,7 +271,7 @@ impl Tile {
         }
         self.scores.resize(self.scores.len().max(m * n), 0.0);
         let c = &mut self.scores[..m * n];
-        matmul(
+        matmul_serial(
             a.block(rows.start, rows.end),
             Transpose::No,
             &self.transposed,
@@ -156,40 +281,42 @@ impl Tile {
             dim,
             c,
             0.0,
-            self.scale,
+            scale,
         );
         c
     }
 
-    /// Every pair of distinct rows in `start..end` of `side`, each computed once: tiles above
-    /// the diagonal feed rows and columns, diagonal tiles recurse with smaller blocks.
-    fn symmetric<S: Sink>(
+    /// Every pair of distinct rows in `start..end` of `side`, each computed once: tiles of
+    /// `block` rows above the diagonal feed rows and columns, diagonal ones recurse.
+    fn diagonal<S: Sink>(
         &mut self,
         side: &Side<'_>,
+        scale: f32,
         sinks: &mut [S],
         start: usize,
         end: usize,
         block: usize,
     ) {
+        if end - start <= DIAGONAL_LEAF {
+            let c = self.product(side, start..end, side, start..end, scale);
+            merge_rows(
+                &mut sinks[start..end],
+                c,
+                &side.offset[start..end],
+                start,
+                Some(start),
+            );
+            return;
+        }
         for r0 in (start..end).step_by(block) {
             let r1 = (r0 + block).min(end);
             for q0 in (start..r0).step_by(block) {
                 let q1 = q0 + block;
-                let c = self.product(side, q0..q1, side, r0..r1);
-                let (head, tail) = sinks.split_at_mut(r0);
-                let (row_sinks, col_sinks) = (&mut head[q0..q1], &mut tail[..r1 - r0]);
-                rayon::join(
-                    || merge_rows(row_sinks, c, &side.offset[r0..r1], r0, None),
-                    || merge_columns(col_sinks, c, r1 - r0, &side.offset[q0..q1], q0),
-                );
+                let c = self.product(side, q0..q1, side, r0..r1, scale);
+                feed_both(side, sinks, c, q0..q1, r0..r1);
             }
-            if r1 - r0 > DIAGONAL_LEAF {
-                let sub = (block / 4).max(DIAGONAL_LEAF);
-                self.symmetric(side, sinks, r0, r1, sub);
-            } else {
-                let c = self.product(side, r0..r1, side, r0..r1);
-                merge_rows(&mut sinks[r0..r1], c, &side.offset[r0..r1], r0, Some(r0));
-            }
+            let sub = (block / 4).max(DIAGONAL_LEAF);
+            self.diagonal(side, scale, sinks, r0, r1, sub);
         }
     }
 }
@@ -223,20 +350,16 @@ fn merge_rows<S: Sink>(
 ) {
     let cols = offset.len();
     let avx2 = has_avx2();
-    sinks
-        .par_iter_mut()
-        .with_min_len(8)
-        .enumerate()
-        .for_each(|(i, sink)| {
-            let row = &c[i * cols..(i + 1) * cols];
-            let excluded = first_excluded.map(|e| e + i);
-            if avx2 {
-                // SAFETY: the CPU supports AVX2 (checked at run time by `has_avx2`).
-                unsafe { merge_row_avx2(sink, row, offset, r0, excluded) }
-            } else {
-                merge_row(sink, row, offset, r0, excluded);
-            }
-        });
+    for (i, sink) in sinks.iter_mut().enumerate() {
+        let row = &c[i * cols..(i + 1) * cols];
+        let excluded = first_excluded.map(|e| e + i);
+        if avx2 {
+            // SAFETY: the CPU supports AVX2 (checked at run time by `has_avx2`).
+            unsafe { merge_row_avx2(sink, row, offset, r0, excluded) }
+        } else {
+            merge_row(sink, row, offset, r0, excluded);
+        }
+    }
 }
 
 /// Whether the merges can run their AVX2 builds.
@@ -319,18 +442,15 @@ fn merge_row<S: Sink>(
 /// block of the same set) against references `q0..`, whose offsets are `offset`.
 fn merge_columns<S: Sink>(sinks: &mut [S], c: &[f32], ldc: usize, offset: &[f32], q0: usize) {
     let avx2 = has_avx2();
-    sinks
-        .par_chunks_mut(COLUMN_GROUP)
-        .enumerate()
-        .for_each(|(group, sinks)| {
-            let j0 = group * COLUMN_GROUP;
-            if avx2 {
-                // SAFETY: the CPU supports AVX2 (checked at run time by `has_avx2`).
-                unsafe { merge_column_group_avx2(sinks, c, ldc, j0, offset, q0) }
-            } else {
-                merge_column_group(sinks, c, ldc, j0, offset, q0);
-            }
-        });
+    for (group, sinks) in sinks.chunks_mut(COLUMN_GROUP).enumerate() {
+        let j0 = group * COLUMN_GROUP;
+        if avx2 {
+            // SAFETY: the CPU supports AVX2 (checked at run time by `has_avx2`).
+            unsafe { merge_column_group_avx2(sinks, c, ldc, j0, offset, q0) }
+        } else {
+            merge_column_group(sinks, c, ldc, j0, offset, q0);
+        }
+    }
 }
 
 /// [`merge_column_group`] compiled for AVX2 (see [`merge_row_avx2`]).
@@ -421,6 +541,12 @@ mod tests {
         }
         fn offer(&mut self, key: f32, index: u32) {
             self.0.push((index, key));
+        }
+        fn blank(&self) -> Self {
+            Everything(Vec::new())
+        }
+        fn absorb(&mut self, other: Self) {
+            self.0.extend(other.0);
         }
     }
 

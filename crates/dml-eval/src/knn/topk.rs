@@ -75,6 +75,18 @@ impl Sink for TopK {
             *worst = candidate;
         }
     }
+
+    fn blank(&self) -> Self {
+        TopK::new(self.k)
+    }
+
+    fn absorb(&mut self, other: Self) {
+        for c in other.heap {
+            if c.key <= self.bound() {
+                self.offer(c.key, c.index);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +103,24 @@ mod tests {
         }
         let kept: Vec<(f32, u32)> = top.into_sorted().iter().map(|c| (c.key, c.index)).collect();
         assert_eq!(kept, vec![(0.5, 4), (1.0, 1), (1.0, 3)]);
+    }
+
+    /// Two copies that saw disjoint halves, absorbed, keep what one list seeing all keeps.
+    #[test]
+    fn absorbing_a_copy_equals_seeing_everything() {
+        let keys = [4.0, 2.0, 2.0, 7.0, 1.0, 2.0, 0.5, 9.0, 2.0];
+        let mut whole = TopK::new(4);
+        let mut left = whole.blank();
+        let mut right = whole.blank();
+        for (i, &key) in keys.iter().enumerate() {
+            for top in [&mut whole, if i % 2 == 0 { &mut left } else { &mut right }] {
+                if key <= top.bound() {
+                    top.offer(key, i as u32);
+                }
+            }
+        }
+        left.absorb(right);
+        assert_eq!(left.into_sorted(), whole.into_sorted());
     }
 
     #[test]
