@@ -380,19 +380,12 @@ impl Run {
     fn lloyd_step(&mut self, points: &Embeddings, norms: &[f32]) -> usize {
         let dim = points.dim();
         let k = self.centroids.len() / dim;
-        let mut sums = vec![0.0f64; k * dim];
-        let mut counts = vec![0usize; k];
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); k];
         for (i, &c) in self.nearest.iter().enumerate() {
-            counts[c as usize] += 1;
-            for (s, &v) in sums[c as usize * dim..][..dim]
-                .iter_mut()
-                .zip(points.row(i))
-            {
-                *s += f64::from(v);
-            }
+            members[c as usize].push(i as u32);
         }
         let mut far: Vec<usize> = Vec::new();
-        if counts.contains(&0) {
+        if members.iter().any(Vec::is_empty) {
             far = (0..points.rows()).collect();
             far.sort_by(|&a, &b| {
                 self.distance[b]
@@ -400,15 +393,27 @@ impl Run {
                     .then(a.cmp(&b))
             });
         }
+        // Means in parallel over clusters, each summed in point order (deterministic).
+        self.centroids
+            .par_chunks_exact_mut(dim)
+            .zip(&members)
+            .filter(|(_, m)| !m.is_empty())
+            .for_each(|(centre, m)| {
+                let mut sums = vec![0.0f64; dim];
+                for &i in m {
+                    for (s, &v) in sums.iter_mut().zip(points.row(i as usize)) {
+                        *s += f64::from(v);
+                    }
+                }
+                for (c, s) in centre.iter_mut().zip(sums) {
+                    *c = (s / m.len() as f64) as f32;
+                }
+            });
         let mut far = far.into_iter();
-        for (j, centre) in self.centroids.chunks_exact_mut(dim).enumerate() {
-            if counts[j] == 0 {
+        for (centre, m) in self.centroids.chunks_exact_mut(dim).zip(&members) {
+            if m.is_empty() {
                 let p = far.next().expect("more points than clusters");
                 centre.copy_from_slice(points.row(p));
-            } else {
-                for (c, &s) in centre.iter_mut().zip(&sums[j * dim..(j + 1) * dim]) {
-                    *c = (s / counts[j] as f64) as f32;
-                }
             }
         }
         let found = nearest_centres(points, norms, &self.centroids);
