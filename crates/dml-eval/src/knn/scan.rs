@@ -221,20 +221,121 @@ fn feed_both<S: Sink>(
     r: std::ops::Range<usize>,
 ) {
     let (head, tail) = sinks.split_at_mut(r.start);
-    merge_rows(
-        &mut head[q.clone()],
-        c,
-        &side.offset[r.clone()],
-        r.start,
-        None,
-    );
-    merge_columns(
-        &mut tail[..r.len()],
-        c,
-        r.len(),
-        &side.offset[q.clone()],
-        q.start,
-    );
+    let both = Both {
+        rows: &mut head[q.clone()],
+        columns: &mut tail[..r.len()],
+        row_offset: &side.offset[r.clone()],
+        column_offset: &side.offset[q.clone()],
+        q0: q.start,
+        r0: r.start,
+    };
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time by `has_avx2`).
+        unsafe { merge_both_avx2(both, c) }
+    } else {
+        merge_both(both, c);
+    }
+}
+
+/// The two sets of queries an off-diagonal tile of the symmetric scan feeds.
+struct Both<'s, S> {
+    /// Sinks of the tile's rows (queries `q0..`).
+    rows: &'s mut [S],
+    /// Sinks of the tile's columns (queries `r0..`).
+    columns: &'s mut [S],
+    /// Key offsets of the columns as references (seen by the row queries).
+    row_offset: &'s [f32],
+    /// Key offsets of the rows as references (seen by the column queries).
+    column_offset: &'s [f32],
+    q0: usize,
+    r0: usize,
+}
+
+/// [`merge_both`] compiled for AVX2 (see [`merge_row_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn merge_both_avx2<S: Sink>(both: Both<'_, S>, c: &[f32]) {
+    merge_both(both, c);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn merge_both_avx2<S: Sink>(both: Both<'_, S>, c: &[f32]) {
+    merge_both(both, c);
+}
+
+/// Row `i` of `c` holds query `q0 + i`'s keys against references `r0..`, and column `j` the
+/// keys of query `r0 + j` against references `q0..`. One read of the tile serves both: each
+/// 16 keys are tested against the row's bound and against their 16 columns' bounds (kept in
+/// a small array), and single keys are looked at only when they can matter. Reading the
+/// 4 MiB tile once instead of twice (rows, then columns) matters because the merges stream
+/// it from L3.
+#[inline(always)]
+fn merge_both<S: Sink>(both: Both<'_, S>, c: &[f32]) {
+    let Both {
+        rows,
+        columns,
+        row_offset,
+        column_offset,
+        q0,
+        r0,
+    } = both;
+    let width = columns.len();
+    let mut column_bounds: Vec<f32> = columns.iter().map(Sink::bound).collect();
+    for (i, (sink, &o)) in rows.iter_mut().zip(column_offset).enumerate() {
+        let row = &c[i * width..(i + 1) * width];
+        let index = (q0 + i) as u32;
+        let mut bound = sink.bound();
+        let (chunks, rest) = row.as_chunks::<LANES>();
+        let (offset_chunks, offset_rest) = row_offset.as_chunks::<LANES>();
+        let (bound_chunks, _) = column_bounds.as_chunks_mut::<LANES>();
+        for (g, ((keys, offs), column_bound)) in chunks
+            .iter()
+            .zip(offset_chunks)
+            .zip(bound_chunks)
+            .enumerate()
+        {
+            let j0 = g * LANES;
+            if any_within(keys, offs, bound) {
+                for (lane, (&k, &ro)) in keys.iter().zip(offs).enumerate() {
+                    if k + ro <= bound {
+                        sink.offer(k + ro, (r0 + j0 + lane) as u32);
+                        bound = sink.bound();
+                    }
+                }
+            }
+            if any_below(keys, o, column_bound) {
+                for (lane, &k) in keys.iter().enumerate() {
+                    if k + o <= column_bound[lane] {
+                        let column = &mut columns[j0 + lane];
+                        column.offer(k + o, index);
+                        column_bound[lane] = column.bound();
+                    }
+                }
+            }
+        }
+        let j0 = chunks.len() * LANES;
+        for (lane, (&k, &ro)) in rest.iter().zip(offset_rest).enumerate() {
+            let j = j0 + lane;
+            if k + ro <= bound {
+                sink.offer(k + ro, (r0 + j) as u32);
+                bound = sink.bound();
+            }
+            if k + o <= column_bounds[j] {
+                columns[j].offer(k + o, index);
+                column_bounds[j] = columns[j].bound();
+            }
+        }
+    }
+}
+
+/// Whether any of 16 keys plus the common `offset` is within its own lane's bound.
+#[inline(always)]
+fn any_below(keys: &[f32; LANES], offset: f32, bounds: &[f32; LANES]) -> bool {
+    let mut any = false;
+    for (&k, &b) in keys.iter().zip(bounds) {
+        any |= k + offset <= b;
+    }
+    any
 }
 
 /// Diagonal tiles of the symmetric scan are split again down to this size, so the half of
@@ -436,96 +537,6 @@ fn merge_row<S: Sink>(
         }
     }
     offer(sink, &mut bound, chunks.len() * LANES, rest, offset_rest);
-}
-
-/// Column `j` of `c` (row length `ldc`) holds the keys of query `j` (the sinks' owners, a
-/// block of the same set) against references `q0..`, whose offsets are `offset`.
-fn merge_columns<S: Sink>(sinks: &mut [S], c: &[f32], ldc: usize, offset: &[f32], q0: usize) {
-    let avx2 = has_avx2();
-    for (group, sinks) in sinks.chunks_mut(COLUMN_GROUP).enumerate() {
-        let j0 = group * COLUMN_GROUP;
-        if avx2 {
-            // SAFETY: the CPU supports AVX2 (checked at run time by `has_avx2`).
-            unsafe { merge_column_group_avx2(sinks, c, ldc, j0, offset, q0) }
-        } else {
-            merge_column_group(sinks, c, ldc, j0, offset, q0);
-        }
-    }
-}
-
-/// [`merge_column_group`] compiled for AVX2 (see [`merge_row_avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn merge_column_group_avx2<S: Sink>(
-    sinks: &mut [S],
-    c: &[f32],
-    ldc: usize,
-    j0: usize,
-    offset: &[f32],
-    q0: usize,
-) {
-    merge_column_group(sinks, c, ldc, j0, offset, q0);
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn merge_column_group_avx2<S: Sink>(
-    sinks: &mut [S],
-    c: &[f32],
-    ldc: usize,
-    j0: usize,
-    offset: &[f32],
-    q0: usize,
-) {
-    merge_column_group(sinks, c, ldc, j0, offset, q0);
-}
-
-/// Columns merged by one task: 64 floats are four adjacent cache lines of each tile row, which
-/// the strided walk down the tile streams much better than one line.
-const COLUMN_GROUP: usize = 4 * LANES;
-
-/// Up to [`COLUMN_GROUP`] sinks owning columns `j0..` of `c`.
-#[inline(always)]
-fn merge_column_group<S: Sink>(
-    sinks: &mut [S],
-    c: &[f32],
-    ldc: usize,
-    j0: usize,
-    offset: &[f32],
-    q0: usize,
-) {
-    let width = sinks.len();
-    let mut bounds = [f32::NEG_INFINITY; COLUMN_GROUP];
-    for (b, s) in bounds.iter_mut().zip(sinks.iter()) {
-        *b = s.bound();
-    }
-    for (i, &o) in offset.iter().enumerate() {
-        let keys = &c[i * ldc + j0..i * ldc + j0 + width];
-        let (chunks, rest) = keys.as_chunks::<LANES>();
-        for (g, chunk) in chunks.iter().enumerate() {
-            let lanes = g * LANES..(g + 1) * LANES;
-            let chunk_bounds: &[f32; LANES] = bounds[lanes.clone()].try_into().expect("16 lanes");
-            let mut any = false;
-            for (&k, &b) in chunk.iter().zip(chunk_bounds) {
-                any |= k + o <= b;
-            }
-            if any {
-                for (lane, &k) in lanes.zip(chunk) {
-                    let key = k + o;
-                    if key <= bounds[lane] {
-                        sinks[lane].offer(key, (q0 + i) as u32);
-                        bounds[lane] = sinks[lane].bound();
-                    }
-                }
-            }
-        }
-        for (lane, &k) in (chunks.len() * LANES..).zip(rest) {
-            let key = k + o;
-            if key <= bounds[lane] {
-                sinks[lane].offer(key, (q0 + i) as u32);
-                bounds[lane] = sinks[lane].bound();
-            }
-        }
-    }
 }
 
 #[cfg(test)]
