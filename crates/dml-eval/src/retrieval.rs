@@ -19,9 +19,10 @@ use crate::knn::scan::Sink;
 use crate::knn::topk::Candidate;
 use crate::knn::{Distance, Prepared, QueryMode};
 
-/// Relevant (query, item) pairs whose state is held at once (12 bytes each). Past it the
-/// queries are processed in groups, one pass each.
-const RELEVANT_PAIRS_PER_PASS: usize = 1 << 24;
+/// Relevant (query, item) pairs whose state is held at once, over all threads' copies of it
+/// (12 bytes each, 192 MiB in all). Past it the queries are processed in groups, one pass
+/// each.
+const RELEVANT_PAIRS_HELD: usize = 1 << 24;
 
 /// Scores of one class's queries against its items are computed in pieces this large.
 const RELEVANT_TILE: usize = 1 << 22;
@@ -135,11 +136,13 @@ pub fn retrieval_metrics(
     let reference_offsets = prepared.offsets(prepared.reference());
     let mut totals = Totals::new(recall_ks);
     let n = query.rows();
+    // The scan keeps one copy of the sinks per thread besides the caller's.
+    let per_pass = RELEVANT_PAIRS_HELD / (rayon::current_num_threads() + 1);
     let mut start = 0;
     while start < n {
         let mut end = start;
         let mut pairs = 0;
-        while end < n && (end == start || pairs + relevant_count(end) <= RELEVANT_PAIRS_PER_PASS) {
+        while end < n && (end == start || pairs + relevant_count(end) <= per_pass) {
             pairs += relevant_count(end);
             end += 1;
         }

@@ -12,7 +12,8 @@
 //!
 //! **Threads.** Tiles are the unit of parallel work: each rayon task computes one tile on its
 //! own thread and merges it into that thread's private [`Sink::blank`] copies of the sinks,
-//! which are [`Sink::absorb`]ed into the caller's sinks at the end. An earlier version
+//! which are [`Sink::absorb`]ed into the caller's sinks at the end (so memory is one tile and
+//! one copy of the sinks per thread; callers size their batches of queries for that). An earlier version
 //! threaded each GEMM and each merge instead; its fork-join points and the small products of
 //! the diagonal tiles left about a tenth of the threads' time idle at 10,000 x 512
 //! (docs/benchmarks.md, "Evaluation engine"). Every sink keeps the same result whatever order
