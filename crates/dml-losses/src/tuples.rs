@@ -297,6 +297,43 @@ impl LabelCounts {
     }
 }
 
+/// Labels as dense class ids (`u32`, so that a vector of ids is as wide as a vector of `f32`
+/// scores), with each class's rows: for kernels that visit a row's positives directly and mask
+/// its negatives in vectorised loops.
+#[derive(Debug, Clone)]
+pub(crate) struct Classes {
+    /// The class id of each row (ids in order of first appearance).
+    pub ids: Vec<u32>,
+    /// The rows of each class, ascending.
+    members: Vec<Vec<u32>>,
+}
+
+impl Classes {
+    /// Numbers the labels.
+    pub fn new(labels: &[i64]) -> Self {
+        let mut id_of: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let ids = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                let id = *id_of.entry(l).or_insert_with(|| {
+                    members.push(Vec::new());
+                    (members.len() - 1) as u32
+                });
+                members[id as usize].push(i as u32);
+                id
+            })
+            .collect();
+        Self { ids, members }
+    }
+
+    /// The rows of class `id`, ascending.
+    pub fn members(&self, id: u32) -> &[u32] {
+        &self.members[id as usize]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +389,14 @@ mod tests {
             negative: vec![2, 3],
         });
         assert_eq!(t.row_weights::<f64>(5), vec![1.0, 1.0, 0.5, 0.5, 0.0]);
+    }
+
+    #[test]
+    fn classes_number_labels_and_list_rows() {
+        let c = Classes::new(&[7, -2, 7, 5, -2]);
+        assert_eq!(c.ids, vec![0, 1, 0, 2, 1]);
+        assert_eq!(c.members(0), &[0, 2]);
+        assert_eq!(c.members(1), &[1, 4]);
+        assert_eq!(c.members(2), &[3]);
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pair_set::{generic_pair_quirk, pair_sets, reduce_all_pairs, selected_pairs};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
-use crate::distance::Distance;
+use crate::distance::{Distance, Scratch};
 use crate::error::Result;
 use crate::reducer::Reducer;
 
@@ -122,7 +122,7 @@ impl LossKernel for ContrastiveLoss {
             }
         };
         let scores = dist.scores(x, None);
-        let mut grad_s = vec![T::zero(); n * n];
+        let mut grad_s = Scratch::zeroed(n * n);
         let (rp, rn) = match tuples {
             None => reduce_all_pairs(
                 input.labels,

@@ -5,9 +5,10 @@ use dml_core::Real;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::pair_set::{PairSet, generic_pair_quirk, includes, pair_sets, selected_pairs};
+use super::pair_mask::LabelMask;
+use super::pair_set::{PairSet, generic_pair_quirk, pair_sets, selected_pairs};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
-use crate::distance::Distance;
+use crate::distance::{Distance, Scores, Scratch};
 use crate::error::Result;
 use crate::numeric::LogSumExp;
 use crate::reducer::Reducer;
@@ -53,67 +54,36 @@ impl LiftedStructureLoss {
     }
 }
 
-/// Per-anchor log-sum-exp of `f(score)` over a negative pair set (`-inf` without negatives).
-pub(crate) fn anchor_lse<T: Real>(
-    neg: &PairSet<'_>,
-    scores: &crate::distance::Scores<T>,
-    f: impl Fn(T) -> T + Sync,
+/// Per-anchor log-sum-exp of `f(score)` over listed negative pairs (`-inf` without any).
+fn listed_anchor_lse<T: Real>(
+    (anchor, other): (&[u32], &[u32]),
+    scores: &Scores<T>,
+    f: impl Fn(T) -> T,
 ) -> Vec<T> {
-    let n = scores.rows();
-    match *neg {
-        PairSet::All { labels, positive } => (0..n)
-            .into_par_iter()
-            .map(|k| {
-                let mut lse = LogSumExp::default();
-                for (l, &s) in scores.row(k).iter().enumerate() {
-                    if includes(positive, k, l, labels[k], labels[l]) {
-                        lse.add(f(s));
-                    }
-                }
-                lse.value()
-            })
-            .collect(),
-        PairSet::Listed { anchor, other } => {
-            let mut lse = vec![LogSumExp::default(); n];
-            for (&k, &l) in anchor.iter().zip(other) {
-                lse[k as usize].add(f(scores.get(k as usize, l as usize)));
-            }
-            lse.iter().map(LogSumExp::value).collect()
-        }
+    let mut lse = vec![LogSumExp::default(); scores.rows()];
+    for (&k, &l) in anchor.iter().zip(other) {
+        lse[k as usize].add(f(scores.get(k as usize, l as usize)));
     }
+    lse.iter().map(LogSumExp::value).collect()
 }
 
-/// Adds `coef[k] * exp(f(s_kl) - lse[k]) * slope` to `grad[k][l]` for every negative pair.
-pub(crate) fn spread_over_negatives<T: Real>(
-    neg: &PairSet<'_>,
-    scores: &crate::distance::Scores<T>,
-    f: impl Fn(T) -> T + Sync,
+/// Adds `coef[k] * exp(f(s_kl) - lse[k]) * slope` to `grad[k][l]` for every listed negative
+/// pair.
+#[allow(clippy::too_many_arguments)]
+fn listed_spread<T: Real>(
+    (anchor, other): (&[u32], &[u32]),
+    scores: &Scores<T>,
+    f: impl Fn(T) -> T,
     lse: &[T],
     coef: &[T],
     slope: T,
     grad: &mut [T],
 ) {
     let n = scores.cols();
-    match *neg {
-        PairSet::All { labels, positive } => {
-            grad.par_chunks_mut(n).enumerate().for_each(|(k, g)| {
-                if coef[k] == T::zero() {
-                    return;
-                }
-                for (l, &s) in scores.row(k).iter().enumerate() {
-                    if includes(positive, k, l, labels[k], labels[l]) {
-                        g[l] += coef[k] * (f(s) - lse[k]).exp() * slope;
-                    }
-                }
-            });
-        }
-        PairSet::Listed { anchor, other } => {
-            for (&k, &l) in anchor.iter().zip(other) {
-                let (k, l) = (k as usize, l as usize);
-                if coef[k] != T::zero() {
-                    grad[k * n + l] += coef[k] * (f(scores.get(k, l)) - lse[k]).exp() * slope;
-                }
-            }
+    for (&k, &l) in anchor.iter().zip(other) {
+        let (k, l) = (k as usize, l as usize);
+        if coef[k] != T::zero() {
+            grad[k * n + l] += coef[k] * (f(scores.get(k, l)) - lse[k]).exp() * slope;
         }
     }
 }
@@ -150,9 +120,37 @@ impl LossKernel for LiftedStructureLoss {
         let (nm, pm) = (T::of(self.neg_margin), T::of(self.pos_margin));
         let slope = dist.margin_slope::<T>();
         let scores = dist.scores(x, None);
-        let neg_f = move |s: T| dist.margin(nm, s);
-        let lse = anchor_lse(&neg, &scores, neg_f);
-        let (a1, p) = pos.to_lists();
+        // margin(nm, s) = sign (s - nm), exactly (negation does not round).
+        let sign = -slope;
+        let neg_f = move |s: T| sign * (s - nm);
+        let mut grad_s = Scratch::zeroed(n * n);
+        // Per anchor: the log-sum-exp over its negatives (for all pairs, a sweep per row in a
+        // scratch row that stays in cache).
+        let (by_label, listed) = match neg {
+            PairSet::All { labels, .. } => {
+                (Some(LabelMask::all_pairs(labels, dist)), (&[][..], &[][..]))
+            }
+            PairSet::Listed { anchor, other } => (None, (anchor, other)),
+        };
+        let lse: Vec<T> = match &by_label {
+            Some(mask) => (0..n)
+                .into_par_iter()
+                .map_init(Vec::new, |scratch, k| {
+                    scratch.resize(n, T::zero());
+                    let r = mask.exp_negatives(k, scores.row(k), neg_f, T::neg_infinity(), scratch);
+                    if r.count == 0 {
+                        T::neg_infinity()
+                    } else {
+                        r.shift + r.sum.ln()
+                    }
+                })
+                .collect(),
+            None => listed_anchor_lse(listed, &scores, neg_f),
+        };
+        let (a1, p) = match &by_label {
+            Some(mask) => mask.positive_pairs(),
+            None => pos.to_lists(),
+        };
         // Per positive pair: the log-sum-exp over its two anchors' negatives, and the loss.
         let pair_lse = |i: usize, j: usize| {
             if i == j {
@@ -176,8 +174,8 @@ impl LossKernel for LiftedStructureLoss {
             .unzip();
         let losses: Vec<T> = hinge.iter().map(|&h| h * h / T::of(2.0)).collect();
         let red = input.reducer.reduce(&losses, None);
-        let mut grad_s = vec![T::zero(); n * n];
         let mut coef = vec![T::zero(); n];
+        let mut pair_grads = Vec::new();
         for (k, (&i, &j)) in a1.iter().zip(&p).enumerate() {
             let w = input.reducer.weight(&red, losses[k]);
             let g = w * hinge[k];
@@ -185,7 +183,7 @@ impl LossKernel for LiftedStructureLoss {
                 continue;
             }
             let (i, j) = (i as usize, j as usize);
-            grad_s[i * n + j] += g * slope;
+            pair_grads.push((i * n + j, g * slope));
             if joint[k] != T::neg_infinity() {
                 for a in if i == j { vec![i] } else { vec![i, j] } {
                     if lse[a] != T::neg_infinity() {
@@ -194,7 +192,33 @@ impl LossKernel for LiftedStructureLoss {
                 }
             }
         }
-        spread_over_negatives(&neg, &scores, neg_f, &lse, &coef, -slope, &mut grad_s);
+        // d/ds_kl of the negatives' log-sum-exp: coef[k] e^(f(s_kl) - lse[k]) (times -slope).
+        // The row's exponentials are recomputed (the same bits as above) straight into the
+        // gradient: cheaper than storing them and reading them back. Rows without a
+        // coefficient are never touched.
+        match &by_label {
+            Some(mask) => {
+                grad_s
+                    .par_chunks_mut(n)
+                    .zip(coef.par_iter())
+                    .enumerate()
+                    .for_each(|(k, (g, &c))| {
+                        if c != T::zero() {
+                            let r =
+                                mask.exp_negatives(k, scores.row(k), neg_f, T::neg_infinity(), g);
+                            let c = c * sign / r.sum;
+                            g.iter_mut().for_each(|v| *v *= c);
+                        }
+                    });
+            }
+            None => {
+                listed_spread(listed, &scores, neg_f, &lse, &coef, sign, &mut grad_s);
+            }
+        }
+        // Positive pairs are never negatives: their entries are still 0 here.
+        for (at, g) in pair_grads {
+            grad_s[at] += g;
+        }
         let grads = scores.backward(&mut grad_s);
         let active = losses.iter().filter(|&&l| l != T::zero()).count() as u64;
         let total = losses.len() as u64;

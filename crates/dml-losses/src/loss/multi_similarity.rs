@@ -4,9 +4,9 @@ use dml_core::Real;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::pair_mask::{MaskedPairs, fuses_mask};
+use super::pair_mask::{LabelMask, MaskedPairs, fuses_mask};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
-use crate::distance::Distance;
+use crate::distance::{Distance, Scores, Scratch};
 use crate::error::Result;
 use crate::miner::Miner;
 use crate::numeric::ExpTerms;
@@ -72,19 +72,128 @@ impl LossKernel for MultiSimilarityLoss {
     fn compute<T: Real>(&self, input: &KernelInput<'_, T>) -> Result<KernelOutput<T>> {
         let x = input.embeddings;
         let (n, d) = (x.rows(), x.cols());
-        let dist = self.distance;
-        let scores = dist.scores(x, None);
-        let masked = MaskedPairs::new(&input.selection, input.labels, &scores, self.name())?;
-        if masked.quirk() {
+        let scores = self.distance.scores(x, None);
+        let mut grad_s = Scratch::zeroed(n * n);
+        let rows = match LabelMask::new(&input.selection, input.labels, self.distance) {
+            Some(mask) => self.label_rows(&scores, &mask, input.reducer, &mut grad_s),
+            None => {
+                let masked =
+                    MaskedPairs::new(&input.selection, input.labels, &scores, self.name())?;
+                self.masked_rows(&scores, &masked, input.reducer, &mut grad_s)
+            }
+        };
+        if rows.quirk() {
             return Ok(KernelOutput::zero(n, d, input.params));
         }
+        let losses = rows.losses;
+        let red = input.reducer.reduce(&losses, None);
+        // The backward pass is linear: the reducer's common weight scales `n x d` numbers, not
+        // the `n x n` buffer.
+        let mut grad = scores.backward(&mut grad_s).x;
+        grad.iter_mut().for_each(|g| *g *= red.scale);
+        let active = losses.iter().filter(|&&l| l != T::zero()).count() as u64;
+        let terms = if input.want_terms {
+            vec![LossTerm {
+                name: "loss",
+                losses,
+                indices: TermIndices::PerElement((0..n as u32).collect()),
+            }]
+        } else {
+            Vec::new()
+        };
+        Ok(KernelOutput {
+            loss: red.value,
+            grad,
+            param_grad: None,
+            terms,
+            stats: LossStats {
+                active,
+                total: n as u64,
+            },
+        })
+    }
+}
+
+/// Per-row losses, with the counts of the pairs they used (for PML's quirk, note 6).
+struct RowLosses<T> {
+    losses: Vec<T>,
+    pos_len: u64,
+    neg_len: u64,
+}
+
+impl<T> RowLosses<T> {
+    fn quirk(&self) -> bool {
+        self.pos_len <= 1 && self.neg_len <= 1
+    }
+}
+
+impl MultiSimilarityLoss {
+    /// All pairs or the fused miner: one sweep per row over its negatives (one exponential
+    /// each, kept in the row of `grad_s` and rescaled into the gradient), the classmates on
+    /// their own. Rows run in parallel; each writes its own row of `grad_s`, **without** the
+    /// reducer's weight.
+    fn label_rows<T: Real>(
+        &self,
+        scores: &Scores<T>,
+        mask: &LabelMask,
+        reducer: Reducer,
+        grad_s: &mut [T],
+    ) -> RowLosses<T> {
+        let n = scores.rows();
+        let dist = self.distance;
+        let (alpha, beta, base) = (T::of(self.alpha), T::of(self.beta), T::of(self.base));
+        let slope = dist.margin_slope::<T>();
+        // margin(base, s) = sign (s - base), exactly (negation does not round).
+        let sign = -slope;
+        let rows: Vec<(T, u64, u64)> = grad_s
+            .par_chunks_mut(n)
+            .enumerate()
+            .map_init(ExpTerms::default, |pos, (i, g)| {
+                let row = scores.row(i);
+                let neg =
+                    mask.exp_negatives(i, row, move |s| beta * (sign * (s - base)), T::zero(), g);
+                // log(1 + sum e^v) = shift + log(e^-shift + sum e^(v - shift)), shift >= 0.
+                let neg_total = (-neg.shift).exp() + neg.sum;
+                let neg_loss = neg.shift + neg_total.ln();
+                pos.clear();
+                for &j in mask.classmates(i) {
+                    if j != i && mask.keeps_positive(&neg, row[j]) {
+                        pos.push(j, alpha * dist.margin(row[j], base));
+                    }
+                }
+                let pos_len = pos.len() as u64;
+                let l = pos.log_sum(true) / alpha + neg_loss / beta;
+                if reducer.keeps(l) {
+                    let c = -slope / neg_total;
+                    g.iter_mut().for_each(|v| *v *= c);
+                    pos.weights().for_each(|(j, w)| g[j] += slope * w);
+                } else {
+                    g.fill(T::zero());
+                }
+                (l, pos_len, neg.count)
+            })
+            .collect();
+        RowLosses {
+            losses: rows.iter().map(|r| r.0).collect(),
+            pos_len: rows.iter().map(|r| r.1).sum(),
+            neg_len: rows.iter().map(|r| r.2).sum(),
+        }
+    }
+
+    /// Listed pairs: the mask tested entry by entry.
+    fn masked_rows<T: Real>(
+        &self,
+        scores: &Scores<T>,
+        masked: &MaskedPairs<'_, T>,
+        reducer: Reducer,
+        grad_s: &mut [T],
+    ) -> RowLosses<T> {
+        let n = scores.rows();
+        let dist = self.distance;
         let mask = &masked.mask;
         let (alpha, beta, base) = (T::of(self.alpha), T::of(self.beta), T::of(self.base));
         let slope = dist.margin_slope::<T>();
-        // One pass per row: the loss, and (if the reducer keeps it) its unscaled gradient;
-        // every kept row has the same reducer weight, applied at the end.
-        let mut grad_s = vec![T::zero(); n * n];
-        let losses: Vec<T> = grad_s
+        let losses = grad_s
             .par_chunks_mut(n)
             .enumerate()
             .map_init(
@@ -101,7 +210,7 @@ impl LossKernel for MultiSimilarityLoss {
                         }
                     }
                     let l = pos.log_sum(true) / alpha + neg.log_sum(true) / beta;
-                    if input.reducer.keeps(l) {
+                    if reducer.keeps(l) {
                         pos.weights().for_each(|(j, w)| g[j] += slope * w);
                         neg.weights().for_each(|(j, w)| g[j] -= slope * w);
                     }
@@ -109,29 +218,11 @@ impl LossKernel for MultiSimilarityLoss {
                 },
             )
             .collect();
-        let red = input.reducer.reduce(&losses, None);
-        grad_s.par_iter_mut().for_each(|v| *v *= red.scale);
-        let grads = scores.backward(&mut grad_s);
-        let active = losses.iter().filter(|&&l| l != T::zero()).count() as u64;
-        let terms = if input.want_terms {
-            vec![LossTerm {
-                name: "loss",
-                losses,
-                indices: TermIndices::PerElement((0..n as u32).collect()),
-            }]
-        } else {
-            Vec::new()
-        };
-        Ok(KernelOutput {
-            loss: red.value,
-            grad: grads.x,
-            param_grad: None,
-            terms,
-            stats: LossStats {
-                active,
-                total: n as u64,
-            },
-        })
+        RowLosses {
+            losses,
+            pos_len: masked.pos_len,
+            neg_len: masked.neg_len,
+        }
     }
 }
 
@@ -164,6 +255,63 @@ mod tests {
                 assert_same(&got, &want, &format!("{dist:?} {reducer:?}"));
             }
         }
+    }
+
+    /// The row sweep over all pairs equals the mask tested entry by entry on the same pairs
+    /// listed, for both kinds of distance, with singletons and a large class.
+    #[test]
+    fn all_pairs_equal_the_same_pairs_listed() {
+        let mut labels = vec![0, 1, 0, 2, 1, 0, 2, 1, 3, 0, 4];
+        labels.extend(std::iter::repeat_n(5, 12));
+        let n = labels.len();
+        let x = points(n, 4, 3);
+        let listed = Tuples::Pairs(crate::tuples::PairIndices::all(&labels));
+        for dist in [Distance::Cosine, Distance::PML_LP_DEFAULT] {
+            let loss = MultiSimilarityLoss::new(dist, 2.0, 10.0, 0.5).unwrap();
+            for reducer in [Reducer::Mean, Reducer::AvgNonZero, Reducer::Sum] {
+                let want = loss
+                    .compute(&input(&x, 4, &labels, Selection::Tuples(&listed), reducer))
+                    .unwrap();
+                let got = loss
+                    .compute(&input(&x, 4, &labels, Selection::All, reducer))
+                    .unwrap();
+                assert_same(&got, &want, &format!("{dist:?} {reducer:?}"));
+            }
+        }
+    }
+
+    /// Rows run in parallel, but each row's sums have a fixed order.
+    #[test]
+    fn results_do_not_depend_on_the_threads() {
+        let n = 200;
+        let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 50).collect();
+        let x: Vec<f32> = points(n, 8, 21).iter().map(|&v| v as f32).collect();
+        let loss = MultiSimilarityLoss::new(Distance::Cosine, 2.0, 50.0, 0.5).unwrap();
+        let miner =
+            Miner::MultiSimilarity(MultiSimilarityMiner::new(Distance::Cosine, 0.1).unwrap());
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let inp = KernelInput {
+                embeddings: MatrixRef::new(&x, n, 8).unwrap(),
+                labels: &labels,
+                selection: Selection::Fused(&miner),
+                params: None,
+                reducer: Reducer::Mean,
+                want_terms: false,
+                tuple_budget: 1 << 20,
+            };
+            let out = pool.install(|| loss.compute(&inp).unwrap());
+            (
+                out.loss.to_bits(),
+                out.grad.iter().map(|g| g.to_bits()).collect::<Vec<_>>(),
+            )
+        };
+        let once = run(2);
+        assert_eq!(run(2), once);
+        assert_eq!(run(1), once);
     }
 
     /// The row formula with plain loops.

@@ -1,13 +1,15 @@
 //! Multi-class N-pair loss (Sohn 2016), PML's form.
 
 use dml_core::Real;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::pair_set::selected_pairs;
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, Selection, TermIndices};
-use crate::distance::Distance;
+use crate::distance::{Distance, Scratch};
 use crate::error::Result;
 use crate::matrix::MatrixRef;
+use crate::numeric;
 use crate::reducer::Reducer;
 use crate::tuples::LabelCounts;
 
@@ -98,16 +100,28 @@ pub(crate) fn scatter_add<T: Real>(grad: &mut [T], rows: &[u32], g: &[T], d: usi
 /// Softmax cross-entropy of each row of a `k x k` logit matrix against its diagonal:
 /// returns the losses and writes `d loss_i / d z_ij` (unweighted) into `dz`.
 pub(crate) fn diagonal_cross_entropy<T: Real>(z: &[T], k: usize, dz: &mut [T]) -> Vec<T> {
-    (0..k)
-        .map(|i| {
-            let row = &z[i * k..(i + 1) * k];
-            let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-            let sum: T = row.iter().map(|&v| (v - max).exp()).sum();
-            let lse = max + sum.ln();
-            for (j, &v) in row.iter().enumerate() {
-                dz[i * k + j] = (v - lse).exp() - if i == j { T::one() } else { T::zero() };
-            }
-            lse - row[i]
+    signed_diagonal_cross_entropy(z, T::one(), k, dz)
+}
+
+/// [`diagonal_cross_entropy`] of the logits `sign * z` (without materialising them), rows in
+/// parallel, one vectorised exponential per entry: `softmax = e^(z - max) / sum`.
+fn signed_diagonal_cross_entropy<T: Real>(z: &[T], sign: T, k: usize, dz: &mut [T]) -> Vec<T> {
+    if k == 0 {
+        return Vec::new();
+    }
+    dz.par_chunks_mut(k)
+        .zip(z.par_chunks(k))
+        .enumerate()
+        .map(|(i, (d, row))| {
+            d.iter_mut().zip(row).for_each(|(e, &v)| *e = sign * v);
+            let max = numeric::max(d);
+            let zi = d[i];
+            d.iter_mut().for_each(|e| *e -= max);
+            numeric::exp_in_place(d);
+            let sum = numeric::sum(d);
+            d.iter_mut().for_each(|e| *e = *e / sum);
+            d[i] -= T::one();
+            max + sum.ln() - zi
         })
         .collect()
 }
@@ -138,14 +152,14 @@ impl LossKernel for NPairsLoss {
         } else {
             -T::one()
         };
-        let z: Vec<T> = scores.values().iter().map(|&s| sign * s).collect();
-        let mut dz = vec![T::zero(); k * k];
-        let losses = diagonal_cross_entropy(&z, k, &mut dz);
+        // Every entry is written by the cross-entropy.
+        let mut dz = Scratch::recycled(k * k);
+        let losses = signed_diagonal_cross_entropy(scores.values(), sign, k, &mut dz);
         let red = input.reducer.reduce(&losses, None);
-        for (i, &l) in losses.iter().enumerate() {
+        dz.par_chunks_mut(k).zip(&losses).for_each(|(row, &l)| {
             let w = sign * input.reducer.weight(&red, l);
-            dz[i * k..(i + 1) * k].iter_mut().for_each(|v| *v *= w);
-        }
+            row.iter_mut().for_each(|v| *v *= w);
+        });
         let grads = scores.backward(&mut dz);
         let mut grad = vec![T::zero(); n * d];
         scatter_add(&mut grad, &anchors, &grads.x, d);
@@ -172,5 +186,34 @@ impl LossKernel for NPairsLoss {
                 total: k as u64,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parallel, vectorised cross-entropy equals the textbook formula.
+    #[test]
+    fn signed_cross_entropy_matches_the_formula() {
+        let k = 37;
+        let z: Vec<f64> = crate::loss::testing::points(k, k, 3)
+            .iter()
+            .map(|v| 20.0 * v)
+            .collect();
+        for sign in [1.0, -1.0] {
+            let mut dz = vec![0.0; k * k];
+            let losses = signed_diagonal_cross_entropy(&z, sign, k, &mut dz);
+            for i in 0..k {
+                let row: Vec<f64> = z[i * k..(i + 1) * k].iter().map(|v| sign * v).collect();
+                let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+                assert!((losses[i] - (lse - row[i])).abs() < 1e-12);
+                for j in 0..k {
+                    let want = (row[j] - lse).exp() - if i == j { 1.0 } else { 0.0 };
+                    assert!((dz[i * k + j] - want).abs() < 1e-12, "{i} {j}");
+                }
+            }
+        }
+        assert!(diagonal_cross_entropy::<f32>(&[], 0, &mut []).is_empty());
     }
 }

@@ -1,14 +1,13 @@
 //! NT-Xent loss (Chen et al. 2020, SimCLR; Sohn 2016), PML's form.
 
-use std::collections::HashMap;
-
 use dml_core::Real;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::pair_mask::LabelMask;
 use super::pair_set::{PairSet, generic_pair_quirk, pair_sets, selected_pairs};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
-use crate::distance::{Distance, Scores};
+use crate::distance::{Distance, Scores, Scratch};
 use crate::error::Result;
 use crate::numeric::sigmoid;
 use crate::reducer::Reducer;
@@ -157,38 +156,23 @@ impl NTXentLoss {
         let n = scores.rows();
         let z = self.logit::<T>();
         let dz = self.dz::<T>();
-        let mut members: HashMap<i64, Vec<usize>> = HashMap::new();
-        for (i, &l) in labels.iter().enumerate() {
-            members.entry(l).or_default().push(i);
-        }
+        let mask = LabelMask::all_pairs(labels, self.distance);
         let acc = grad
             .par_chunks_mut(n)
             .enumerate()
             .map_init(Vec::new, |positives, (a, g)| {
-                let (row, la) = (scores.row(a), labels[a]);
-                let max = row
-                    .iter()
-                    .zip(labels)
-                    .fold(
-                        T::neg_infinity(),
-                        |m, (&s, &l)| {
-                            if l != la { m.max(z(s)) } else { m }
-                        },
-                    );
+                let row = scores.row(a);
                 // The negatives' exponentials are kept in the row: they are the gradient up to
-                // one per-anchor factor. Other entries stay 0.
-                let mut sum = T::zero();
-                for ((gj, &s), &l) in g.iter_mut().zip(row).zip(labels) {
-                    if l != la {
-                        *gj = (z(s) - max).exp();
-                        sum += *gj;
-                    }
-                }
-                let negs = Negatives { max, sum };
+                // one per-anchor factor. Other entries are 0.
+                let r = mask.exp_negatives(a, row, z, T::neg_infinity(), g);
+                let negs = Negatives {
+                    max: r.shift,
+                    sum: r.sum,
+                };
                 let mut acc = Acc::default();
                 let mut coef = T::zero();
                 positives.clear();
-                for &p in members[&la].iter().filter(|&&p| p != a) {
+                for &p in mask.classmates(a).iter().filter(|&&p| p != a) {
                     let (l, dl, c) = pair_loss(z(row[p]), negs);
                     acc = acc.add(reducer, l);
                     if reducer.keeps(l) {
@@ -259,10 +243,12 @@ impl NTXentLoss {
         (red.value, active, losses)
     }
 
-    /// Score to logit: `-farness(s) / temperature`.
+    /// Score to logit: `-farness(s) / temperature`, written as `(±1 * s) / temperature`
+    /// (the same bits) so that it vectorises without a branch on the distance.
     fn logit<T: Real>(&self) -> impl Fn(T) -> T + Sync + Copy {
-        let (dist, t) = (self.distance, T::of(self.temperature));
-        move |s| -dist.farness(s) / t
+        let t = T::of(self.temperature);
+        let sign = -self.distance.farness(T::one());
+        move |s| (sign * s) / t
     }
 
     /// `d logit / d score`.
@@ -290,7 +276,7 @@ impl LossKernel for NTXentLoss {
             return Ok(KernelOutput::zero(n, d, input.params));
         }
         let scores = self.distance.scores(x, None);
-        let mut grad_s = vec![T::zero(); n * n];
+        let mut grad_s = Scratch::zeroed(n * n);
         let (loss, active, losses, grad_scale) = match (pos, neg) {
             (
                 PairSet::Listed { anchor, other },

@@ -4,7 +4,8 @@
 //! Unlike pair-based losses, a duplicated tuple counts once here (PML builds a 0/1 mask).
 //! Masks are evaluated per entry and never stored densely as floats: labels decide for "all
 //! pairs", a bit matrix holds listed pairs, and a fused multi-similarity miner decides from
-//! per-row thresholds.
+//! per-row thresholds. [`LabelMask`] serves the two label-structured cases a row at a time,
+//! without a test per entry.
 
 use dml_core::Real;
 use rayon::prelude::*;
@@ -13,6 +14,7 @@ use super::Selection;
 use crate::distance::{Distance, Scores};
 use crate::error::{Error, Result};
 use crate::miner::{Miner, MultiSimilarityCuts};
+use crate::numeric::{exp_in_place, max, min, sum};
 use crate::tuples::{PairIndices, Tuples};
 
 /// A dense bit matrix (`rows x cols` bits).
@@ -175,4 +177,201 @@ impl<T: Real> PairMask<'_, T> {
 /// Whether a matrix-based loss with distance `distance` can fuse `miner`.
 pub(crate) fn fuses_mask(distance: Distance, miner: &Miner) -> bool {
     matches!(miner, Miner::MultiSimilarity(m) if m.distance() == distance)
+}
+
+/// A selection whose pairs follow the labels: all pairs, or a fused
+/// [`crate::miner::MultiSimilarityMiner`]. Row `i`'s positives are its classmates and its
+/// negatives every other row, each kept by a threshold on the score, so a kernel sweeps the
+/// negatives as one vectorised pass and handles the classmates (a handful of columns) on
+/// their own. Same decisions as [`PairMask`] bit for bit.
+#[derive(Debug, Clone)]
+pub(crate) struct LabelMask {
+    /// The rows of each class, ascending.
+    members: Vec<Vec<usize>>,
+    /// Each row's class.
+    class_of: Vec<usize>,
+    distance: Distance,
+    /// The fused miner's slack; `None` for all pairs.
+    epsilon: Option<f64>,
+    /// Whether the batch has a positive and a negative pair (otherwise the miner keeps none).
+    any: bool,
+}
+
+/// The kept negatives of one row, from [`LabelMask::exp_negatives`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NegativeRow<T> {
+    /// The exponents' largest value (at least the caller's floor); `-inf` when nothing is
+    /// kept and the floor is `-inf`.
+    pub shift: T,
+    /// `sum e^(f - shift)` over the kept negatives.
+    pub sum: T,
+    /// How many negatives are kept.
+    pub count: u64,
+    /// The smallest farness of any negative (the miner's positive threshold).
+    min_neg: T,
+}
+
+impl LabelMask {
+    /// The label mask of a selection on scores with distance `distance`, or `None` when the
+    /// selection lists its pairs (use [`MaskedPairs`]).
+    pub fn new(selection: &Selection<'_>, labels: &[i64], distance: Distance) -> Option<Self> {
+        let epsilon = match *selection {
+            Selection::All => None,
+            Selection::Fused(Miner::MultiSimilarity(m)) if m.distance() == distance => {
+                Some(m.epsilon())
+            }
+            _ => return None,
+        };
+        Some(Self::by_labels(labels, distance, epsilon))
+    }
+
+    /// All pairs by label.
+    pub fn all_pairs(labels: &[i64], distance: Distance) -> Self {
+        Self::by_labels(labels, distance, None)
+    }
+
+    fn by_labels(labels: &[i64], distance: Distance, epsilon: Option<f64>) -> Self {
+        let mut index = std::collections::HashMap::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let class_of = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                let c = *index.entry(l).or_insert_with(|| {
+                    members.push(Vec::new());
+                    members.len() - 1
+                });
+                members[c].push(i);
+                c
+            })
+            .collect();
+        let any = members.len() > 1 && members.iter().any(|m| m.len() > 1);
+        Self {
+            members,
+            class_of,
+            distance,
+            epsilon,
+            any,
+        }
+    }
+
+    /// Every ordered pair of distinct classmates as `(anchors, positives)`, row-major (the
+    /// order of `PairSet::to_lists`), in O(pairs).
+    pub fn positive_pairs(&self) -> (Vec<u32>, Vec<u32>) {
+        let (mut anchors, mut positives) = (Vec::new(), Vec::new());
+        for i in 0..self.class_of.len() {
+            for &j in self.classmates(i).iter().filter(|&&j| j != i) {
+                anchors.push(i as u32);
+                positives.push(j as u32);
+            }
+        }
+        (anchors, positives)
+    }
+
+    /// The rows with row `i`'s label, `i` included, ascending.
+    pub fn classmates(&self, i: usize) -> &[usize] {
+        &self.members[self.class_of[i]]
+    }
+
+    /// Writes `e^(f(s_ij) - shift)` for every kept negative `j` of row `i` (scores `row`) into
+    /// `out` and 0 elsewhere, with `shift` the largest `f` or `floor` if that is larger.
+    ///
+    /// `f` should be plain arithmetic on values it owns (a `move` closure): it runs on every
+    /// entry inside the vectorised sweep.
+    pub fn exp_negatives<T: Real>(
+        &self,
+        i: usize,
+        row: &[T],
+        f: impl Fn(T) -> T,
+        floor: T,
+        out: &mut [T],
+    ) -> NegativeRow<T> {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { self.exp_negatives_avx2(i, row, f, floor, out) };
+        }
+        self.sweep_negatives(i, row, f, floor, out)
+    }
+
+    /// [`LabelMask::sweep_negatives`] compiled for AVX2 (8 lanes instead of SSE2's 4; no
+    /// fused multiply-adds, so the same bits).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn exp_negatives_avx2<T: Real>(
+        &self,
+        i: usize,
+        row: &[T],
+        f: impl Fn(T) -> T,
+        floor: T,
+        out: &mut [T],
+    ) -> NegativeRow<T> {
+        self.sweep_negatives(i, row, f, floor, out)
+    }
+
+    /// The body of [`LabelMask::exp_negatives`].
+    #[inline(always)]
+    fn sweep_negatives<T: Real>(
+        &self,
+        i: usize,
+        row: &[T],
+        f: impl Fn(T) -> T,
+        floor: T,
+        out: &mut [T],
+    ) -> NegativeRow<T> {
+        // Farness, +inf on the classmates: they are then never below a cut nor the minimum.
+        if self.distance.is_similarity() {
+            out.iter_mut().zip(row).for_each(|(o, &s)| *o = -s);
+        } else {
+            out.copy_from_slice(row);
+        }
+        let mut max_pos = T::neg_infinity();
+        for &j in self.classmates(i) {
+            if j != i {
+                max_pos = max_pos.max(out[j]);
+            }
+            out[j] = T::infinity();
+        }
+        let min_neg = min(out);
+        // keep (i, j) if farness - eps < max_pos (the miner), or always (all pairs).
+        let (eps, cut) = match self.epsilon {
+            None => (T::zero(), T::infinity()),
+            Some(e) if self.any => (T::of(e), max_pos),
+            Some(e) => (T::of(e), T::neg_infinity()),
+        };
+        // Counted in its own pass (u32 lanes): a count inside the select loop keeps it scalar.
+        let count = out.iter().fold(0u32, |c, &u| c + u32::from(u - eps < cut)) as u64;
+        for (o, &s) in out.iter_mut().zip(row) {
+            // `f` evaluated on every entry so that the choice is a vector select, not a branch.
+            let v = f(s);
+            *o = if *o - eps < cut { v } else { T::neg_infinity() };
+        }
+        let shift = max(out).max(floor);
+        if shift == T::neg_infinity() {
+            out.fill(T::zero());
+            return NegativeRow {
+                shift,
+                sum: T::zero(),
+                count,
+                min_neg,
+            };
+        }
+        out.iter_mut().for_each(|v| *v -= shift);
+        exp_in_place(out);
+        NegativeRow {
+            shift,
+            sum: sum(out),
+            count,
+            min_neg,
+        }
+    }
+
+    /// Whether the positive pair `(i, j)` with score `s` is kept, given row `i`'s negatives.
+    #[inline]
+    pub fn keeps_positive<T: Real>(&self, negatives: &NegativeRow<T>, s: T) -> bool {
+        match self.epsilon {
+            None => true,
+            Some(e) => self.any && self.distance.farness(s) + T::of(e) > negatives.min_neg,
+        }
+    }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::triplet_window::fused_hinge;
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, Selection, TermIndices};
-use crate::distance::{Distance, PairScores, Scores};
+use crate::distance::{Distance, PairScores, Scores, Scratch};
 use crate::error::{Error, Result};
 use crate::miner::{Miner, TripletMarginMiner};
 use crate::numeric::{softplus, softplus_grad};
@@ -182,6 +182,7 @@ impl TripletMarginLoss {
     }
 
     /// Every selected triplet visited in place (for `smooth_loss` / `swap`), never stored.
+    /// Returns the loss, the scale of the unscaled gradient written into `grad`, and counts.
     fn visited<T: Real>(
         &self,
         scores: &Scores<T>,
@@ -189,7 +190,7 @@ impl TripletMarginLoss {
         window: Option<&TripletMarginMiner>,
         reducer: Reducer,
         grad: &mut [T],
-    ) -> (T, LossStats) {
+    ) -> (T, T, LossStats) {
         let n = scores.rows();
         let dist = self.distance;
         // One anchor's triplets; `emit(row, col, unscaled gradient)` receives every kept one.
@@ -227,7 +228,7 @@ impl TripletMarginLoss {
         let merge = |x: (f64, u64, u64, u64), y: (f64, u64, u64, u64)| {
             (x.0 + y.0, x.1 + y.1, x.2 + y.2, x.3 + y.3)
         };
-        grad.iter_mut().for_each(|v| *v = T::zero());
+        grad.par_iter_mut().for_each(|v| *v = T::zero());
         let (sum, kept, active, total) = if self.swap {
             // Swapped gradients land in other anchors' rows: one thread writes them all.
             (0..n).fold((0.0, 0, 0, 0), |acc, a| {
@@ -243,8 +244,7 @@ impl TripletMarginLoss {
                 .fold((0.0, 0, 0, 0), merge)
         };
         let scale = reducer.scale::<T>(kept, None);
-        grad.par_iter_mut().for_each(|v| *v *= scale);
-        (T::of(sum * scale.f64()), LossStats { active, total })
+        (T::of(sum * scale.f64()), scale, LossStats { active, total })
     }
 }
 
@@ -278,7 +278,6 @@ impl LossKernel for TripletMarginLoss {
             return Ok(self.sparse_listed(input, t));
         }
         let scores = self.distance.scores(x, None);
-        let mut grad_s = vec![T::zero(); n * n];
         let window = match input.selection {
             Selection::Fused(Miner::TripletMargin(m)) if self.fuses(&Miner::TripletMargin(*m)) => {
                 Some(m)
@@ -301,7 +300,14 @@ impl LossKernel for TripletMarginLoss {
             })),
             None => None,
         };
-        let (loss, stats, terms) = match listed {
+        // The fused and visited paths write dL/dS unscaled; the backward pass is linear, so
+        // their scale is applied to the n x d gradient instead of the n x n one.
+        // The fused and visited paths overwrite every entry; the listed one adds into zeros.
+        let mut grad_s = match listed {
+            Some(_) => Scratch::zeroed(n * n),
+            None => Scratch::recycled(n * n),
+        };
+        let (loss, grad_scale, stats, terms) = match listed {
             Some(t) => {
                 let (loss, stats, losses) = self.listed(
                     |i, j| scores.get(i, j),
@@ -318,7 +324,7 @@ impl LossKernel for TripletMarginLoss {
                 } else {
                     Vec::new()
                 };
-                (loss, stats, terms)
+                (loss, T::one(), stats, terms)
             }
             None if !self.swap && !self.smooth => {
                 let r = fused_hinge(
@@ -329,21 +335,24 @@ impl LossKernel for TripletMarginLoss {
                     input.reducer,
                     &mut grad_s,
                 );
-                (r.value, r.stats, Vec::new())
+                (r.value, r.scale, r.stats, Vec::new())
             }
             None => {
-                let (loss, stats) =
+                let (loss, scale, stats) =
                     self.visited(&scores, labels, window, input.reducer, &mut grad_s);
-                (loss, stats, Vec::new())
+                (loss, scale, stats, Vec::new())
             }
         };
         if stats.total == 0 {
             return Ok(KernelOutput::zero(n, d, input.params));
         }
-        let grads = scores.backward(&mut grad_s);
+        let mut grad = scores.backward(&mut grad_s).x;
+        if grad_scale != T::one() {
+            grad.par_iter_mut().for_each(|g| *g *= grad_scale);
+        }
         Ok(KernelOutput {
             loss,
-            grad: grads.x,
+            grad,
             param_grad: None,
             terms,
             stats,

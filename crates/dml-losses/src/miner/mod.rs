@@ -76,6 +76,10 @@ impl Miner {
         labels: &[i64],
         step: u64,
     ) -> Result<Tuples> {
+        if let Miner::BatchHard(m) = self {
+            // Keeps O(1) per anchor: streamed, never an `n x n` matrix.
+            return Ok(Tuples::Triplets(m.mine_embeddings(embeddings, labels)));
+        }
         let scores = self.distance().scores(embeddings, None);
         self.mine_scores(&scores, labels, embeddings.cols(), step)
     }
