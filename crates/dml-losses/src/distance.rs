@@ -643,6 +643,22 @@ impl<T: Real> Scores<T> {
         ScoreGradients { x: dx, y: dy }
     }
 
+    /// [`Scores::backward`] for a `dL/dS` given as its non-zero entries `(row, column, value)`
+    /// (in any order, no duplicates): O(entries x dim), no `rows x cols` matrix needed.
+    pub fn backward_entries(&self, entries: &[(usize, usize, T)]) -> ScoreGradients<T> {
+        let (n, m, d) = (self.rows, self.cols, self.dim);
+        let mut dx = vec![T::zero(); n * d];
+        let mut dy = self.right.as_ref().map(|_| vec![T::zero(); m * d]);
+        if d > 0 {
+            self.sparse_backward(entries, &mut dx, dy.as_deref_mut());
+        }
+        self.left.normalize_backward(&mut dx, d);
+        if let (Some(dy), Some(r)) = (dy.as_mut(), self.right.as_ref()) {
+            r.normalize_backward(dy, d);
+        }
+        ScoreGradients { x: dx, y: dy }
+    }
+
     /// The backward pass with GEMMs, for a dense `dL/dS` (overwritten), before normalisation.
     fn dense_backward(&self, grad: &mut [T], dx: &mut [T], mut dy: Option<&mut [T]>) {
         let (n, m, d) = (self.rows, self.cols, self.dim);

@@ -1,6 +1,7 @@
 //! Contrastive loss (Hadsell et al. 2006, in PML's un-squared form).
 
 use dml_core::Real;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::pair_set::{generic_pair_quirk, pair_sets, reduce_all_pairs, selected_pairs};
@@ -122,20 +123,33 @@ impl LossKernel for ContrastiveLoss {
             }
         };
         let scores = dist.scores(x, None);
-        let mut grad_s = Scratch::zeroed(n * n);
-        let (rp, rn) = match tuples {
-            None => reduce_all_pairs(
-                input.labels,
-                &scores,
-                input.reducer,
-                pos_f,
-                neg_f,
-                &mut grad_s,
-            ),
-            Some(_) => (
-                pos.reduce(&scores, input.reducer, pos_f, &mut grad_s),
-                neg.reduce(&scores, input.reducer, neg_f, &mut grad_s),
-            ),
+        let (rp, rn, grad) = match tuples {
+            None => {
+                // Written in full by the sweep, or not at all when it lists the entries.
+                let mut grad_s = Scratch::recycled(n * n);
+                let all = reduce_all_pairs(
+                    input.labels,
+                    &scores,
+                    input.reducer,
+                    pos_f,
+                    neg_f,
+                    &mut grad_s,
+                );
+                let mut grad = match &all.entries {
+                    Some(entries) => scores.backward_entries(entries).x,
+                    None => scores.backward(&mut grad_s).x,
+                };
+                if all.factor != T::one() {
+                    grad.par_iter_mut().for_each(|g| *g *= all.factor);
+                }
+                (all.pos, all.neg, grad)
+            }
+            Some(_) => {
+                let mut grad_s = Scratch::zeroed(n * n);
+                let rp = pos.reduce(&scores, input.reducer, pos_f, &mut grad_s);
+                let rn = neg.reduce(&scores, input.reducer, neg_f, &mut grad_s);
+                (rp, rn, scores.backward(&mut grad_s).x)
+            }
         };
         let mut terms = Vec::new();
         if input.want_terms {
@@ -158,10 +172,9 @@ impl LossKernel for ContrastiveLoss {
                 },
             });
         }
-        let grads = scores.backward(&mut grad_s);
         Ok(KernelOutput {
             loss: rp.value + rn.value,
-            grad: grads.x,
+            grad,
             param_grad: None,
             terms,
             stats: LossStats {
@@ -175,6 +188,41 @@ impl LossKernel for ContrastiveLoss {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loss::Selection;
+    use crate::loss::testing::{assert_same, input, points};
+    use crate::tuples::{PairIndices, Tuples};
+
+    /// The row sweep over all pairs, in its listed form (few active negatives) and its dense
+    /// form (many), equals the generic per-pair reduction of the same pairs listed.
+    #[test]
+    fn all_pairs_equal_the_same_pairs_listed() {
+        let mut labels: Vec<i64> = (0..90).map(|i| i % 23).collect();
+        labels.extend([100, 101, 102]);
+        labels.extend(std::iter::repeat_n(7, 20));
+        let n = labels.len();
+        let x = points(n, 4, 5);
+        let listed = Tuples::Pairs(PairIndices::all(&labels));
+        let lp = Distance::PML_LP_DEFAULT;
+        // Margin 0.1: a few negatives are active (entries listed); 1.6: most are (dense).
+        for (dist, pm, nm) in [
+            (lp, 0.0, 0.1),
+            (lp, 0.05, 1.6),
+            (Distance::Cosine, 0.9, 0.2),
+        ] {
+            let loss = ContrastiveLoss::new(dist, pm, nm).unwrap();
+            for reducer in [Reducer::Mean, Reducer::AvgNonZero, Reducer::Sum] {
+                let what = format!("{dist:?} {pm} {nm} {reducer:?}");
+                let want = loss
+                    .compute(&input(&x, 4, &labels, Selection::Tuples(&listed), reducer))
+                    .unwrap();
+                let got = loss
+                    .compute(&input(&x, 4, &labels, Selection::All, reducer))
+                    .unwrap();
+                assert_same(&got, &want, &what);
+                assert_eq!(got.stats.active, want.stats.active, "{what}");
+            }
+        }
+    }
 
     #[test]
     fn margins_in_a_meaningless_order_are_rejected() {
