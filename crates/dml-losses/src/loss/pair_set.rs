@@ -297,11 +297,13 @@ where
             Some(Row { p, q, list })
         })
         .collect();
+    // Listed entries: the non-zero negatives found plus at most every row's positives.
     let sparse = listed.iter().all(Option::is_some)
         && listed
             .iter()
             .flatten()
-            .map(|r| r.list.len() + 3)
+            .enumerate()
+            .map(|(i, r)| r.list.len() + classmates(i).count() - 1)
             .sum::<usize>()
             <= ENTRIES_PER_ROW * n;
     let rows: Vec<Row<T>> = if sparse {
