@@ -629,7 +629,7 @@ fn listed_pairs<T: Real>(
 mod tests {
     use super::*;
     use crate::loss::Selection;
-    use crate::loss::testing::{assert_same, input, points};
+    use crate::loss::testing::{assert_same, bits_on_threads, input, points};
     use crate::reducer::ThresholdBounds;
     use crate::tuples::{PairIndices, Tuples};
 
@@ -788,26 +788,7 @@ mod tests {
         let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 60).collect();
         let x: Vec<f32> = points(n, 8, 13).iter().map(|&v| v as f32).collect();
         let loss = AngularLoss::new(40.0).unwrap();
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let inp = KernelInput {
-                embeddings: MatrixRef::new(&x, n, 8).unwrap(),
-                labels: &labels,
-                selection: Selection::All,
-                params: None,
-                reducer: Reducer::Mean,
-                want_terms: false,
-                tuple_budget: 1 << 20,
-            };
-            let out = pool.install(|| loss.compute(&inp).unwrap());
-            (
-                out.loss.to_bits(),
-                out.grad.iter().map(|g| g.to_bits()).collect::<Vec<_>>(),
-            )
-        };
+        let run = |threads: usize| bits_on_threads(&loss, &x, &labels, Selection::All, threads);
         let once = run(2);
         assert_eq!(run(2), once);
         assert_eq!(run(1), once);

@@ -332,6 +332,35 @@ pub(crate) mod testing {
         }
     }
 
+    /// The loss and gradient bits of `loss` on `f32` points, computed with `threads` threads
+    /// (reducer `Mean`): results must not depend on the thread count.
+    pub fn bits_on_threads<K: LossKernel + Sync>(
+        loss: &K,
+        x: &[f32],
+        labels: &[i64],
+        selection: Selection<'_>,
+        threads: usize,
+    ) -> (u32, Vec<u32>) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let inp = KernelInput {
+            embeddings: MatrixRef::new(x, labels.len(), x.len() / labels.len()).unwrap(),
+            labels,
+            selection,
+            params: None,
+            reducer: Reducer::Mean,
+            want_terms: false,
+            tuple_budget: 1 << 20,
+        };
+        let out = pool.install(|| loss.compute(&inp).unwrap());
+        (
+            out.loss.to_bits(),
+            out.grad.iter().map(|g| g.to_bits()).collect(),
+        )
+    }
+
     /// Asserts two outputs agree in loss and gradient.
     pub fn assert_same(a: &KernelOutput<f64>, b: &KernelOutput<f64>, what: &str) {
         assert!(

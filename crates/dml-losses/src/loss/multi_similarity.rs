@@ -230,7 +230,7 @@ impl MultiSimilarityLoss {
 mod tests {
     use super::*;
     use crate::loss::Selection;
-    use crate::loss::testing::{assert_same, input, points};
+    use crate::loss::testing::{assert_same, bits_on_threads, input, points};
     use crate::matrix::MatrixRef;
     use crate::miner::MultiSimilarityMiner;
     use crate::tuples::Tuples;
@@ -289,26 +289,8 @@ mod tests {
         let loss = MultiSimilarityLoss::new(Distance::Cosine, 2.0, 50.0, 0.5).unwrap();
         let miner =
             Miner::MultiSimilarity(MultiSimilarityMiner::new(Distance::Cosine, 0.1).unwrap());
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let inp = KernelInput {
-                embeddings: MatrixRef::new(&x, n, 8).unwrap(),
-                labels: &labels,
-                selection: Selection::Fused(&miner),
-                params: None,
-                reducer: Reducer::Mean,
-                want_terms: false,
-                tuple_budget: 1 << 20,
-            };
-            let out = pool.install(|| loss.compute(&inp).unwrap());
-            (
-                out.loss.to_bits(),
-                out.grad.iter().map(|g| g.to_bits()).collect::<Vec<_>>(),
-            )
-        };
+        let run =
+            |threads: usize| bits_on_threads(&loss, &x, &labels, Selection::Fused(&miner), threads);
         let once = run(2);
         assert_eq!(run(2), once);
         assert_eq!(run(1), once);
