@@ -1,7 +1,7 @@
 //! Tiny stand-ins for the four parts of a run (model, loss, data, evaluator), so the trainer is
 //! tested on its own, in milliseconds per step.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData, activation::relu};
 use rand::seq::SliceRandom;
@@ -26,9 +26,23 @@ pub struct LinearEmbedder {
 
 impl LinearEmbedder {
     /// A fresh model, initialised from `seed`.
+    ///
+    /// The weights are drawn here from a generator of its own, not from the device: burn's
+    /// initialisers are lazy and Flex's generator is process-wide, so tests running in
+    /// parallel (and the trainer's per-step reseeding) would change what a lazy draw gets.
     pub fn new(seed: u64, dim: usize, device: &Device) -> Self {
-        device.seed(seed);
-        let linear = LinearConfig::new(CHANNELS * SIDE * SIDE, dim).init(device);
+        let inputs = CHANNELS * SIDE * SIDE;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let bound = 1.0 / (inputs as f32).sqrt();
+        let mut draw = |count: usize| -> Vec<f32> {
+            (0..count)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect()
+        };
+        let mut linear = LinearConfig::new(inputs, dim).init(device);
+        linear.weight =
+            Param::from_data(TensorData::new(draw(inputs * dim), [inputs, dim]), device);
+        linear.bias = Some(Param::from_data(TensorData::new(draw(dim), [dim]), device));
         LinearEmbedder { linear }
     }
 
