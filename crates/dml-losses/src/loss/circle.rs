@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::pair_mask::{MaskedPairs, fuses_mask};
-use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
+use super::{KernelInput, KernelOutput, LossKernel};
 use crate::distance::Distance;
 use crate::error::{Error, Result};
 use crate::miner::Miner;
@@ -137,26 +137,13 @@ impl LossKernel for CircleLoss {
             }
         });
         let grads = scores.backward(&mut grad_s);
-        let stats = LossStats {
-            active: losses.iter().filter(|&&l| l != T::zero()).count() as u64,
-            total: rows.iter().filter(|r| r.is_some()).count() as u64,
-        };
-        let terms = if input.want_terms {
-            vec![LossTerm {
-                name: "loss",
-                losses,
-                indices: TermIndices::PerElement((0..n as u32).collect()),
-            }]
-        } else {
-            Vec::new()
-        };
-        Ok(KernelOutput {
-            loss: red.value,
-            grad: grads.x,
-            param_grad: None,
-            terms,
-            stats,
-        })
+        Ok(KernelOutput::per_element(
+            red.value,
+            grads,
+            losses,
+            rows.iter().filter(|r| r.is_some()).count() as u64,
+            input.want_terms,
+        ))
     }
 }
 

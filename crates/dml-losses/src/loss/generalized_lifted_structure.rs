@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::pair_mask::{LabelMask, MaskedPairs, fuses_mask};
-use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
+use super::{KernelInput, KernelOutput, LossKernel};
 use crate::distance::{Distance, Scores, Scratch};
 use crate::error::Result;
 use crate::miner::Miner;
@@ -84,27 +84,15 @@ impl LossKernel for GeneralizedLiftedStructureLoss {
         }
         let red = input.reducer.reduce(&losses, None);
         // The backward pass is linear: the reducer's weight scales `n x d` numbers.
-        let mut grad = scores.backward(&mut grad_s).x;
-        grad.iter_mut().for_each(|g| *g *= red.scale);
-        let active = losses.iter().filter(|&&l| l != T::zero()).count() as u64;
-        Ok(KernelOutput {
-            loss: red.value,
-            grad,
-            param_grad: None,
-            terms: if input.want_terms {
-                vec![LossTerm {
-                    name: "loss",
-                    losses,
-                    indices: TermIndices::PerElement((0..n as u32).collect()),
-                }]
-            } else {
-                Vec::new()
-            },
-            stats: LossStats {
-                active,
-                total: n as u64,
-            },
-        })
+        let mut grads = scores.backward(&mut grad_s);
+        grads.x.iter_mut().for_each(|g| *g *= red.scale);
+        Ok(KernelOutput::per_element(
+            red.value,
+            grads,
+            losses,
+            n as u64,
+            input.want_terms,
+        ))
     }
 }
 

@@ -51,6 +51,7 @@ pub use triplet_margin::TripletMarginLoss;
 use dml_core::Real;
 use serde::{Deserialize, Serialize};
 
+use crate::distance::ScoreGradients;
 use crate::error::Result;
 use crate::matrix::MatrixRef;
 use crate::miner::Miner;
@@ -121,6 +122,38 @@ impl<T: Real> KernelOutput<T> {
             param_grad: params.map(|p| vec![T::zero(); p.data().len()]),
             terms: Vec::new(),
             stats: LossStats::default(),
+        }
+    }
+
+    /// The output of a loss with one sub-loss per embedding: `losses` are those sub-losses
+    /// unreduced, `total` how many rows had something to score (for [`LossStats`]).
+    pub fn per_element(
+        loss: T,
+        grads: ScoreGradients<T>,
+        losses: Vec<T>,
+        total: u64,
+        want_terms: bool,
+    ) -> Self {
+        let stats = LossStats {
+            active: losses.iter().filter(|&&l| l != T::zero()).count() as u64,
+            total,
+        };
+        let terms = if want_terms {
+            let indices = TermIndices::PerElement((0..losses.len() as u32).collect());
+            vec![LossTerm {
+                name: "loss",
+                losses,
+                indices,
+            }]
+        } else {
+            Vec::new()
+        };
+        Self {
+            loss,
+            grad: grads.x,
+            param_grad: grads.y,
+            terms,
+            stats,
         }
     }
 }
