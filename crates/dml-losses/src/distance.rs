@@ -5,15 +5,13 @@
 //! `dL/dS` back into `dL/dx` and `dL/dy` with GEMMs. Losses only ever see `S` and hand back
 //! `dL/dS`; the geometry lives here.
 
-use std::any::Any;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
 use dml_core::Real;
 use dml_core::linalg::{Transpose, matmul, row_sq_norms};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::matrix::MatrixRef;
+use crate::scratch::Scratch;
 
 /// Normalisation divides by `max(||x||, NORM_EPS)` (PML and `torch.nn.functional.normalize`).
 pub const NORM_EPS: f64 = 1e-12;
@@ -364,107 +362,6 @@ with_avx2! {
 #[inline(always)]
 fn sqrt_all_portable<T: Real>(values: &mut [T]) {
     values.iter_mut().for_each(|v| *v = v.sqrt());
-}
-
-/// A large scratch buffer (an `n x n` score or gradient matrix) that goes back to a small
-/// process-wide pool when dropped, so the next loss evaluation of the same size reuses it.
-///
-/// A fresh 256 MiB buffer costs 65,536 page faults on first touch (the kernel zeroing every
-/// page) and an unmapping when freed: about a tenth of a loss step at n = 8192. The pool keeps
-/// at most 3 buffers of at least 1 MiB (smaller ones are cheap to allocate), hands out a buffer only to a request of between half its capacity and its
-/// capacity, and is shared by all threads behind a mutex. Results never depend on what a
-/// recycled buffer held: [`Scratch::recycled`] is only for buffers written in full.
-pub struct Scratch<T: Real> {
-    data: Vec<T>,
-}
-
-/// Buffers smaller than this are not pooled.
-const POOLED_BYTES: usize = 1 << 20;
-
-/// The most buffers the pool keeps (a score matrix and a gradient, and one spare).
-const POOL_SLOTS: usize = 3;
-
-/// Idle buffers (`Vec<T>` of some `Real` type), oldest first.
-static POOL: Mutex<Vec<Box<dyn Any + Send>>> = Mutex::new(Vec::new());
-
-fn pool() -> MutexGuard<'static, Vec<Box<dyn Any + Send>>> {
-    // A panic while holding the lock leaves the pool's list intact: keep using it.
-    POOL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl<T: Real> Scratch<T> {
-    /// `len` values, all zero.
-    pub fn zeroed(len: usize) -> Self {
-        let mut s = Self::recycled(len);
-        s.data.par_iter_mut().for_each(|v| *v = T::zero());
-        s
-    }
-
-    /// `len` values whose contents are unspecified (zeros or a recycled buffer's values): for
-    /// buffers the caller overwrites in full.
-    pub fn recycled(len: usize) -> Self {
-        if len * std::mem::size_of::<T>() >= POOLED_BYTES {
-            let found = {
-                let mut idle = pool();
-                let fits = |b: &Box<dyn Any + Send>| {
-                    b.downcast_ref::<Vec<T>>()
-                        .is_some_and(|v| v.capacity() >= len && v.capacity() / 2 <= len)
-                };
-                idle.iter().position(fits).map(|k| idle.remove(k))
-            };
-            if let Some(Ok(mut data)) = found.map(|b| b.downcast::<Vec<T>>()) {
-                data.truncate(len);
-                data.resize(len, T::zero());
-                return Self { data: *data };
-            }
-        }
-        Self {
-            data: vec![T::zero(); len],
-        }
-    }
-}
-
-impl<T: Real> Drop for Scratch<T> {
-    fn drop(&mut self) {
-        if self.data.capacity() * std::mem::size_of::<T>() < POOLED_BYTES {
-            return;
-        }
-        let data = std::mem::take(&mut self.data);
-        let evicted = {
-            let mut idle = pool();
-            idle.push(Box::new(data));
-            (idle.len() > POOL_SLOTS).then(|| idle.remove(0))
-        };
-        // The evicted buffer is freed here, outside the lock.
-        drop(evicted);
-    }
-}
-
-impl<T: Real> Clone for Scratch<T> {
-    fn clone(&self) -> Self {
-        let mut s = Self::recycled(self.data.len());
-        s.data.copy_from_slice(&self.data);
-        s
-    }
-}
-
-impl<T: Real> std::fmt::Debug for Scratch<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Scratch({} values)", self.data.len())
-    }
-}
-
-impl<T: Real> std::ops::Deref for Scratch<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.data
-    }
-}
-
-impl<T: Real> std::ops::DerefMut for Scratch<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.data
-    }
 }
 
 /// One operand of a score matrix, as the GEMMs see it.
@@ -1199,24 +1096,6 @@ mod tests {
             // Bitwise equal: the same additions in the same order.
             assert_eq!(pool.install(|| column_sums(&w, n, m)), want);
         }
-    }
-
-    /// Pooled buffers come back with the requested length, zeroed when asked, whatever they
-    /// held before.
-    #[test]
-    fn scratch_buffers_are_recycled_clean() {
-        let len = (POOLED_BYTES / 4) * 3;
-        for round in 0..4 {
-            let mut a = Scratch::<f32>::zeroed(len + round);
-            assert_eq!(a.len(), len + round);
-            assert!(a.iter().all(|&v| v == 0.0));
-            a.iter_mut().for_each(|v| *v = 7.0);
-            let b = Scratch::<f64>::recycled(len / 2);
-            assert_eq!(b.len(), len / 2);
-            let c = a.clone();
-            assert!(c.iter().all(|&v| v == 7.0));
-        }
-        assert!(pool().len() <= POOL_SLOTS);
     }
 
     #[test]

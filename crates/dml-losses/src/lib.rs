@@ -40,6 +40,7 @@ pub mod miner;
 pub mod numeric;
 pub mod reducer;
 pub mod regularizer;
+pub mod scratch;
 pub mod tuples;
 
 pub use burn_adapter::{LossModule, LossOutput};
@@ -51,4 +52,5 @@ pub use metric_loss::{Batch, Computed, MetricLoss};
 pub use miner::Miner;
 pub use reducer::Reducer;
 pub use regularizer::LpRegularizer;
+pub use scratch::release_scratch_memory;
 pub use tuples::{PairIndices, TripletIndices, Tuples};

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::pair_set::{generic_pair_quirk, pair_sets, reduce_all_pairs, selected_pairs};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
-use crate::distance::{Distance, Scratch};
+use crate::distance::Distance;
 use crate::error::Result;
 use crate::reducer::Reducer;
+use crate::scratch::Scratch;
 
 /// Contrastive loss: pull positive pairs inside `pos_margin`, push negatives past `neg_margin`.
 ///

@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use super::pair_mask::{LabelMask, MaskedPairs, fuses_mask};
 use super::{KernelInput, KernelOutput, LossKernel};
-use crate::distance::{Distance, Scores, Scratch};
+use crate::distance::{Distance, Scores};
 use crate::error::Result;
 use crate::miner::Miner;
 use crate::numeric::ExpTerms;
 use crate::reducer::Reducer;
+use crate::scratch::Scratch;
 
 /// Generalized lifted structure loss, one term per row.
 ///

@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 use super::pair_mask::LabelMask;
 use super::pair_set::{PairSet, generic_pair_quirk, pair_sets, selected_pairs};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
-use crate::distance::{Distance, Scores, Scratch};
+use crate::distance::{Distance, Scores};
 use crate::error::Result;
 use crate::numeric::LogSumExp;
 use crate::reducer::Reducer;
+use crate::scratch::Scratch;
 
 /// Lifted structured loss over positive pairs.
 ///

@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use super::pair_set::selected_pairs;
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, Selection, TermIndices};
-use crate::distance::{Distance, Scratch};
+use crate::distance::Distance;
 use crate::error::Result;
 use crate::matrix::MatrixRef;
 use crate::numeric;
 use crate::reducer::Reducer;
+use crate::scratch::Scratch;
 use crate::tuples::LabelCounts;
 
 /// Multi-class N-pair loss: every anchor against the other classes' positives.

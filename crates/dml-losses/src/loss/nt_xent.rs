@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::pair_mask::LabelMask;
 use super::pair_set::{PairSet, generic_pair_quirk, pair_sets, selected_pairs};
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, TermIndices};
-use crate::distance::{Distance, Scores, Scratch};
+use crate::distance::{Distance, Scores};
 use crate::error::Result;
 use crate::numeric::sigmoid;
 use crate::reducer::Reducer;
+use crate::scratch::Scratch;
 
 /// NT-Xent (normalised temperature-scaled cross-entropy): each positive pair against its
 /// anchor's negatives.

@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use super::triplet_window::fused_hinge;
 use super::{KernelInput, KernelOutput, LossKernel, LossStats, LossTerm, Selection, TermIndices};
-use crate::distance::{Distance, PairScores, Scores, Scratch};
+use crate::distance::{Distance, PairScores, Scores};
 use crate::error::{Error, Result};
 use crate::miner::{Miner, TripletMarginMiner};
 use crate::numeric::{softplus, softplus_grad};
 use crate::reducer::Reducer;
+use crate::scratch::Scratch;
 use crate::tuples::{TripletIndices, Tuples};
 
 /// Listed triplets up to this many per batch row are scored pair by pair instead of through
