@@ -5,6 +5,10 @@
 //! Vera licence: free to embed and redistribute with its notice); SVG text names the
 //! `sans-serif` family and leaves rendering to the viewer. Nothing depends on the clock or on
 //! fonts installed on the machine, so the same results give byte-identical files.
+//!
+//! Every font size is even: plotters' ab_glyph text path puts each glyph at
+//! `trunc(size / 2 + glyph top)`, which at odd sizes rounds a digit down and the decimal point
+//! up, so PNGs showed "8.6" as a raised "8·6". `font` enforces it.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -83,6 +87,12 @@ fn register_font() -> Result<()> {
             message: "the embedded DejaVu Sans font did not load".to_owned(),
         })
     }
+}
+
+/// The sans-serif font at `size` pixels, which must be even (see the module's note).
+fn font(size: u32) -> FontDesc<'static> {
+    debug_assert!(size.is_multiple_of(2), "odd font sizes misplace glyphs in PNGs");
+    ("sans-serif", size).into_font()
 }
 
 fn msg<E: std::fmt::Display>(e: E) -> String {
@@ -169,7 +179,7 @@ impl Figure for BandChart {
         root.fill(&WHITE).map_err(msg)?;
         let (x0, x1) = step_range(&self.series);
         let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 20))
+            .caption(&self.title, font(20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(55)
@@ -181,6 +191,8 @@ impl Figure for BandChart {
             .y_desc(self.y_desc.as_str())
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style(font(12))
+            .axis_desc_style(font(14))
             .draw()
             .map_err(msg)?;
         for (i, s) in self.series.iter().enumerate() {
@@ -223,7 +235,7 @@ impl Figure for BandChart {
                 .position(SeriesLabelPosition::LowerRight)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
-                .label_font(("sans-serif", 13))
+                .label_font(font(12))
                 .draw()
                 .map_err(msg)?;
         }
@@ -273,7 +285,7 @@ impl Figure for PanelLines {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(msg)?;
-        let body = root.titled(&self.title, ("sans-serif", 20)).map_err(msg)?;
+        let body = root.titled(&self.title, font(20)).map_err(msg)?;
         let top = self
             .panels
             .iter()
@@ -293,7 +305,7 @@ impl Figure for PanelLines {
                 .unwrap_or(0);
             let (x0, x1) = (0.0, (max_step as f64).max(1.0));
             let mut chart = ChartBuilder::on(&area)
-                .caption(&panel.title, ("sans-serif", 15))
+                .caption(&panel.title, font(14))
                 .margin(8)
                 .x_label_area_size(32)
                 .y_label_area_size(50)
@@ -306,7 +318,7 @@ impl Figure for PanelLines {
                 .x_label_formatter(&|x| format!("{x:.0}"))
                 .y_label_formatter(&|y| format!("{y}"))
                 .x_labels(5)
-                .label_style(("sans-serif", 11))
+                .label_style(font(10))
                 .draw()
                 .map_err(msg)?;
             chart
@@ -340,7 +352,7 @@ impl Figure for PanelLines {
                     .position(SeriesLabelPosition::LowerLeft)
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
-                    .label_font(("sans-serif", 11))
+                    .label_font(font(10))
                     .draw()
                     .map_err(msg)?;
             }
@@ -385,13 +397,13 @@ impl Figure for Heatmaps {
     /// must line up exactly, which plotters' tick placement does not promise.
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(msg)?;
-        let body = root.titled(&self.title, ("sans-serif", 20)).map_err(msg)?;
+        let body = root.titled(&self.title, font(20)).map_err(msg)?;
         let (nx, ny) = (
             self.columns.len().max(1) as i32,
             self.rows.len().max(1) as i32,
         );
         fn text(size: u32, color: &RGBColor, h: HPos) -> TextStyle<'_> {
-            TextStyle::from(("sans-serif", size).into_font())
+            TextStyle::from(font(size))
                 .color(color)
                 .pos(Pos::new(h, VPos::Center))
         }
@@ -400,7 +412,7 @@ impl Figure for Heatmaps {
             .iter()
             .zip(body.split_evenly(panel_grid(self.panels.len())))
         {
-            let area = area.titled(&panel.title, ("sans-serif", 15)).map_err(msg)?;
+            let area = area.titled(&panel.title, font(14)).map_err(msg)?;
             let (w, h) = area.dim_in_pixel();
             let grid_w = (w as i32 - HEAT_LEFT - HEAT_RIGHT).max(nx);
             let grid_h = (h as i32 - HEAT_TOP - HEAT_BOTTOM).max(ny);
@@ -428,14 +440,14 @@ impl Figure for Heatmaps {
                     area.draw(&Text::new(
                         value,
                         (cx, value_y),
-                        text(15, &ink, HPos::Center),
+                        text(14, &ink, HPos::Center),
                     ))
                     .map_err(msg)?;
                     if !note.is_empty() {
                         area.draw(&Text::new(
                             note.to_owned(),
                             (cx, cy + 10),
-                            text(11, &ink, HPos::Center),
+                            text(10, &ink, HPos::Center),
                         ))
                         .map_err(msg)?;
                     }
@@ -516,7 +528,7 @@ impl Figure for Scatter {
             bound(f32::max, 1, f32::NEG_INFINITY),
         );
         let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 16))
+            .caption(&self.title, font(16))
             .margin(12)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(msg)?;
