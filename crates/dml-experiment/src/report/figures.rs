@@ -91,7 +91,10 @@ fn register_font() -> Result<()> {
 
 /// The sans-serif font at `size` pixels, which must be even (see the module's note).
 fn font(size: u32) -> FontDesc<'static> {
-    debug_assert!(size.is_multiple_of(2), "odd font sizes misplace glyphs in PNGs");
+    debug_assert!(
+        size.is_multiple_of(2),
+        "odd font sizes misplace glyphs in PNGs"
+    );
     ("sans-serif", size).into_font()
 }
 
