@@ -657,15 +657,19 @@ mod tests {
         trainer.fit(task, resume, observer)
     }
 
+    /// [`train`] without an observer.
+    fn silent(
+        config: &RunConfig,
+        model_seed: u64,
+        resume: bool,
+        tweak: impl FnOnce(&mut Blobs, &mut BruteRecall, &mut PairLoss),
+    ) -> Result<Outcome, Error> {
+        let mut observer = crate::observer::Silent;
+        train(config, model_seed, resume, &mut observer, tweak)
+    }
+
     fn plain(config: &RunConfig) -> Outcome {
-        train(
-            config,
-            MODEL_SEED,
-            false,
-            &mut crate::observer::Silent,
-            |_, _, _| {},
-        )
-        .unwrap()
+        silent(config, MODEL_SEED, false, |_, _, _| {}).unwrap()
     }
 
     /// Stops the run at its `n`-th event, like a kill at that moment.
@@ -763,14 +767,7 @@ mod tests {
             assert!(first.interrupted, "event {n}");
             let resumed = if RunPaths::new(dir.path()).last_checkpoint.exists() {
                 // A different initial model: the weights must come from the checkpoint.
-                train(
-                    &config,
-                    777,
-                    true,
-                    &mut crate::observer::Silent,
-                    |_, _, _| {},
-                )
-                .unwrap()
+                silent(&config, 777, true, |_, _, _| {}).unwrap()
             } else {
                 plain(&config)
             };
@@ -812,14 +809,7 @@ mod tests {
         let mut kill = KillAt { n: 6, seen: 0 };
         let second = train(&config, 777, true, &mut kill, |_, _, _| {}).unwrap();
         assert!(second.interrupted);
-        let resumed = train(
-            &config,
-            777,
-            true,
-            &mut crate::observer::Silent,
-            |_, _, _| {},
-        )
-        .unwrap();
+        let resumed = silent(&config, 777, true, |_, _, _| {}).unwrap();
         assert_same_run(
             &reference,
             reference_dir.path(),
@@ -864,14 +854,7 @@ mod tests {
         assert_eq!(survivor.state.step, 3);
 
         std::fs::remove_dir(&temp).unwrap();
-        let resumed = train(
-            &config,
-            777,
-            true,
-            &mut crate::observer::Silent,
-            |_, _, _| {},
-        )
-        .unwrap();
+        let resumed = silent(&config, 777, true, |_, _, _| {}).unwrap();
         let reference_dir = tempfile::tempdir().unwrap();
         let reference = plain(&self::config(reference_dir.path()));
         assert_eq!(resumed.task.model.values(), reference.task.model.values());
@@ -892,15 +875,9 @@ mod tests {
             }),
             ..config(dir.path())
         };
-        let outcome = train(
-            &config,
-            MODEL_SEED,
-            false,
-            &mut crate::observer::Silent,
-            |_, eval, _| {
-                eval.constant = Some(0.5);
-            },
-        )
+        let outcome = silent(&config, MODEL_SEED, false, |_, eval, _| {
+            eval.constant = Some(0.5);
+        })
         .unwrap();
         assert_eq!(outcome.state.status, RunStatus::EarlyStopped);
         // Epoch 1 sets the best; epochs 2 and 3 do not improve on it.
@@ -910,15 +887,9 @@ mod tests {
         let best_checkpoint = Checkpoint::read(&RunPaths::new(dir.path()).best_checkpoint).unwrap();
         assert_eq!(best_checkpoint.state.epoch, 1);
         // Resuming a finished run returns its final state without training.
-        let again = train(
-            &config,
-            777,
-            true,
-            &mut crate::observer::Silent,
-            |_, eval, _| {
-                eval.constant = Some(0.5);
-            },
-        )
+        let again = silent(&config, 777, true, |_, eval, _| {
+            eval.constant = Some(0.5);
+        })
         .unwrap();
         assert_eq!(again.state, outcome.state);
         assert_eq!(again.task.model.values(), outcome.task.model.values());
@@ -950,14 +921,7 @@ mod tests {
     fn resume_refuses_a_different_configuration_and_a_missing_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = train(
-            &config,
-            MODEL_SEED,
-            true,
-            &mut crate::observer::Silent,
-            |_, _, _| {},
-        )
-        .unwrap_err();
+        let err = silent(&config, MODEL_SEED, true, |_, _, _| {}).unwrap_err();
         assert!(matches!(err, Error::NoCheckpoint { .. }), "{err}");
 
         let mut kill = KillAt { n: 8, seen: 0 };
@@ -966,14 +930,7 @@ mod tests {
             seed: 4,
             ..config.clone()
         };
-        let err = train(
-            &changed,
-            MODEL_SEED,
-            true,
-            &mut crate::observer::Silent,
-            |_, _, _| {},
-        )
-        .unwrap_err();
+        let err = silent(&changed, MODEL_SEED, true, |_, _, _| {}).unwrap_err();
         assert!(
             matches!(&err, Error::ResumeMismatch { field, .. } if field == "seed"),
             "{err}"
@@ -984,15 +941,9 @@ mod tests {
     fn failures_name_where_they_happened() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = train(
-            &config,
-            MODEL_SEED,
-            false,
-            &mut crate::observer::Silent,
-            |data, _, _| {
-                data.fail_at = Some(2);
-            },
-        )
+        let err = silent(&config, MODEL_SEED, false, |data, _, _| {
+            data.fail_at = Some(2);
+        })
         .unwrap_err();
         assert!(
             matches!(
@@ -1007,15 +958,9 @@ mod tests {
         );
         assert!(err.to_string().contains("blob.png"), "{err}");
 
-        let err = train(
-            &config,
-            MODEL_SEED,
-            false,
-            &mut crate::observer::Silent,
-            |_, _, loss| {
-                loss.nan = true;
-            },
-        )
+        let err = silent(&config, MODEL_SEED, false, |_, _, loss| {
+            loss.nan = true;
+        })
         .unwrap_err();
         assert!(
             matches!(
@@ -1035,15 +980,9 @@ mod tests {
     fn the_monitored_metric_must_be_computed() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = train(
-            &config,
-            MODEL_SEED,
-            false,
-            &mut crate::observer::Silent,
-            |_, eval, _| {
-                eval.k = vec![2];
-            },
-        )
+        let err = silent(&config, MODEL_SEED, false, |_, eval, _| {
+            eval.k = vec![2];
+        })
         .unwrap_err();
         assert!(
             matches!(&err, Error::MissingMetric { metric, available } if metric == "recall@1" && available == "recall@2"),
