@@ -83,16 +83,11 @@ impl LossKernel for GeneralizedLiftedStructureLoss {
         if pos_len <= 1 && neg_len <= 1 {
             return Ok(KernelOutput::zero(n, d, input.params));
         }
-        let red = input.reducer.reduce(&losses, None);
-        // The backward pass is linear: the reducer's weight scales `n x d` numbers.
-        let mut grads = scores.backward(&mut grad_s);
-        grads.x.iter_mut().for_each(|g| *g *= red.scale);
-        Ok(KernelOutput::per_element(
-            red.value,
-            grads,
+        Ok(KernelOutput::scaled_rows(
+            input,
+            &scores,
+            &mut grad_s,
             losses,
-            n as u64,
-            input.want_terms,
         ))
     }
 }

@@ -51,7 +51,7 @@ pub use triplet_margin::TripletMarginLoss;
 use dml_core::Real;
 use serde::{Deserialize, Serialize};
 
-use crate::distance::ScoreGradients;
+use crate::distance::{ScoreGradients, Scores};
 use crate::error::Result;
 use crate::matrix::MatrixRef;
 use crate::miner::Miner;
@@ -123,6 +123,22 @@ impl<T: Real> KernelOutput<T> {
             terms: Vec::new(),
             stats: LossStats::default(),
         }
+    }
+
+    /// The output of a per-row loss whose `grad_s` holds `dL/dS` without the reducer's
+    /// weight. The backward pass is linear, so the reducer's common scale is applied to the
+    /// `n x d` result instead of the `n x n` buffer.
+    pub fn scaled_rows(
+        input: &KernelInput<'_, T>,
+        scores: &Scores<T>,
+        grad_s: &mut [T],
+        losses: Vec<T>,
+    ) -> Self {
+        let red = input.reducer.reduce(&losses, None);
+        let mut grads = scores.backward(grad_s);
+        grads.x.iter_mut().for_each(|g| *g *= red.scale);
+        let rows = losses.len() as u64;
+        Self::per_element(red.value, grads, losses, rows, input.want_terms)
     }
 
     /// The output of a loss with one sub-loss per embedding: `losses` are those sub-losses

@@ -86,18 +86,11 @@ impl LossKernel for MultiSimilarityLoss {
         if rows.quirk() {
             return Ok(KernelOutput::zero(n, d, input.params));
         }
-        let losses = rows.losses;
-        let red = input.reducer.reduce(&losses, None);
-        // The backward pass is linear: the reducer's common weight scales `n x d` numbers, not
-        // the `n x n` buffer.
-        let mut grads = scores.backward(&mut grad_s);
-        grads.x.iter_mut().for_each(|g| *g *= red.scale);
-        Ok(KernelOutput::per_element(
-            red.value,
-            grads,
-            losses,
-            n as u64,
-            input.want_terms,
+        Ok(KernelOutput::scaled_rows(
+            input,
+            &scores,
+            &mut grad_s,
+            rows.losses,
         ))
     }
 }
