@@ -704,6 +704,7 @@ mod tests {
                 pairs.want_terms = true;
                 let (got, want) = (loss.compute(&all).unwrap(), loss.compute(&pairs).unwrap());
                 assert_same(&got, &want, &format!("n {n} {reducer:?}"));
+                assert_eq!(got.stats.active, want.stats.active, "n {n} {reducer:?}");
                 for (a, b) in got.terms[0].losses.iter().zip(&want.terms[0].losses) {
                     assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()), "{a} vs {b}");
                 }

@@ -189,8 +189,7 @@ impl LossKernel for ContrastiveLoss {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::Selection;
-    use crate::loss::testing::{assert_same, input, points};
+    use crate::loss::testing::{assert_all_equals_listed, points};
     use crate::tuples::{PairIndices, Tuples};
 
     /// The row sweep over all pairs, in its listed form (few active negatives) and its dense
@@ -213,14 +212,7 @@ mod tests {
             let loss = ContrastiveLoss::new(dist, pm, nm).unwrap();
             for reducer in [Reducer::Mean, Reducer::AvgNonZero, Reducer::Sum] {
                 let what = format!("{dist:?} {pm} {nm} {reducer:?}");
-                let want = loss
-                    .compute(&input(&x, 4, &labels, Selection::Tuples(&listed), reducer))
-                    .unwrap();
-                let got = loss
-                    .compute(&input(&x, 4, &labels, Selection::All, reducer))
-                    .unwrap();
-                assert_same(&got, &want, &what);
-                assert_eq!(got.stats.active, want.stats.active, "{what}");
+                assert_all_equals_listed(&loss, &x, 4, &labels, &listed, reducer, &what);
             }
         }
     }

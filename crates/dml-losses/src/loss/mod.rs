@@ -410,6 +410,29 @@ pub(crate) mod testing {
         )
     }
 
+    /// Asserts that `loss` over every tuple of the batch (the streamed path) equals `loss`
+    /// over the same tuples listed, in loss, gradient and active count, and returns the
+    /// streamed output for further checks.
+    pub fn assert_all_equals_listed<K: LossKernel>(
+        loss: &K,
+        x: &[f64],
+        d: usize,
+        labels: &[i64],
+        listed: &Tuples,
+        reducer: Reducer,
+        what: &str,
+    ) -> KernelOutput<f64> {
+        let want = loss
+            .compute(&input(x, d, labels, Selection::Tuples(listed), reducer))
+            .unwrap();
+        let got = loss
+            .compute(&input(x, d, labels, Selection::All, reducer))
+            .unwrap();
+        assert_same(&got, &want, what);
+        assert_eq!(got.stats.active, want.stats.active, "{what}: active");
+        got
+    }
+
     /// Asserts two outputs agree in loss and gradient.
     pub fn assert_same(a: &KernelOutput<f64>, b: &KernelOutput<f64>, what: &str) {
         assert!(

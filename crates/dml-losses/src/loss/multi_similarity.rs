@@ -211,7 +211,9 @@ impl MultiSimilarityLoss {
 mod tests {
     use super::*;
     use crate::loss::Selection;
-    use crate::loss::testing::{assert_same, bits_on_threads, input, points};
+    use crate::loss::testing::{
+        assert_all_equals_listed, assert_same, bits_on_threads, input, points,
+    };
     use crate::matrix::MatrixRef;
     use crate::miner::MultiSimilarityMiner;
     use crate::tuples::Tuples;
@@ -250,13 +252,8 @@ mod tests {
         for dist in [Distance::Cosine, Distance::PML_LP_DEFAULT] {
             let loss = MultiSimilarityLoss::new(dist, 2.0, 10.0, 0.5).unwrap();
             for reducer in [Reducer::Mean, Reducer::AvgNonZero, Reducer::Sum] {
-                let want = loss
-                    .compute(&input(&x, 4, &labels, Selection::Tuples(&listed), reducer))
-                    .unwrap();
-                let got = loss
-                    .compute(&input(&x, 4, &labels, Selection::All, reducer))
-                    .unwrap();
-                assert_same(&got, &want, &format!("{dist:?} {reducer:?}"));
+                let what = format!("{dist:?} {reducer:?}");
+                assert_all_equals_listed(&loss, &x, 4, &labels, &listed, reducer, &what);
             }
         }
     }

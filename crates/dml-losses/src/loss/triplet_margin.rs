@@ -365,7 +365,7 @@ impl LossKernel for TripletMarginLoss {
 mod tests {
     use super::*;
     use crate::LpPower;
-    use crate::loss::testing::{assert_same, input, points};
+    use crate::loss::testing::{assert_all_equals_listed, assert_same, input, points};
     use crate::matrix::MatrixRef;
     use crate::miner::TripletType;
     use crate::reducer::ThresholdBounds;
@@ -398,17 +398,8 @@ mod tests {
                 for reducer in reducers {
                     let all = TripletIndices::all(&labels, 1 << 20).unwrap();
                     let listed = Tuples::Triplets(all);
-                    let want = loss
-                        .compute(&input(&x, 3, &labels, Selection::Tuples(&listed), reducer))
-                        .unwrap();
-                    let got = loss
-                        .compute(&input(&x, 3, &labels, Selection::All, reducer))
-                        .unwrap();
-                    assert_same(
-                        &got,
-                        &want,
-                        &format!("{dist:?} all swap={swap} smooth={smooth} {reducer:?}"),
-                    );
+                    let what = format!("{dist:?} all swap={swap} smooth={smooth} {reducer:?}");
+                    assert_all_equals_listed(&loss, &x, 3, &labels, &listed, reducer, &what);
                     for kind in [
                         TripletType::All,
                         TripletType::Hard,
