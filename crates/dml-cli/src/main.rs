@@ -22,8 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Losses, gradients and miners on pytorch-metric-learning's case format (JSON).
     Loss(cmd::loss::Args),
+    /// Exact retrieval and clustering metrics of saved embeddings (Recall@K, MAP@R, NMI, ...).
     Eval(cmd::eval::Args),
+    /// Speed and memory tables of the losses and the evaluation (docs/benchmarks.md).
     Bench(cmd::bench::Args),
     /// Run a plan's grid of training runs (resumable) and write its report.
     Experiment(cmd::experiment::Args),
@@ -35,6 +38,8 @@ enum Command {
     Embed(cmd::embed::Args),
     /// Train, embed and evaluate in one command (no arguments: synthetic glyphs).
     Run(cmd::run::Args),
+    /// The nearest items of an index (from `dml embed`) for query images or embeddings.
+    Search(cmd::search::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => cmd::train::run(args),
         Command::Embed(args) => cmd::embed::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Search(args) => cmd::search::run(args),
     }
 }
 
@@ -94,4 +100,25 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `dml --help` lists every command with a sentence of its own, not a struct's doc.
+    #[test]
+    fn every_command_says_what_it_does() {
+        for command in super::Cli::command().get_subcommands() {
+            let about = command
+                .get_about()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            assert!(
+                !about.is_empty() && !about.starts_with("Arguments of"),
+                "dml {}: {about:?}",
+                command.get_name()
+            );
+        }
+    }
 }

@@ -4,51 +4,13 @@
 
 use std::path::Path;
 
-use image::{GrayImage, Luma};
-
-use crate::common::dml;
-
-/// A 32 x 32 grey image whose pattern depends on `class` and varies a little with `sample`.
-fn write_png(path: &Path, class: usize, sample: usize) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let image = GrayImage::from_fn(32, 32, |x, y| {
-        let stripe = (x as usize * (class + 1) + y as usize * (2 * class + 1)) % 16 < 8;
-        let jitter = ((x as usize + 3 * y as usize + 7 * sample) % 5) as u8 * 6;
-        Luma([if stripe { 220 - jitter } else { 20 + jitter }])
-    });
-    image.save(path).unwrap();
-}
-
-/// `root/<class>/<i>.png` for `classes` classes of `per_class` images.
-fn image_folder(root: &Path, classes: std::ops::Range<usize>, per_class: usize) {
-    for class in classes {
-        for i in 0..per_class {
-            write_png(&root.join(format!("c{class}/{i}.png")), class, i);
-        }
-    }
-}
-
-/// One training step of the small convnet at 28 x 28, then evaluation before and after.
-const TINY: [&str; 12] = [
-    "--max-steps",
-    "1",
-    "--classes-per-batch",
-    "2",
-    "--samples-per-class",
-    "2",
-    "--embedding-dim",
-    "8",
-    "--set",
-    "data.pipeline.resize=28",
-    "--set",
-    "data.pipeline.crop=28",
-];
+use crate::common::{ONE_STEP, dml, image_folder, write_png};
 
 fn run_ok(dir: &Path, data: &[&str]) -> String {
     let out = dir.join("run");
     let mut args = vec!["--threads", "1", "run", "--out", out.to_str().unwrap()];
     args.extend_from_slice(data);
-    args.extend_from_slice(&TINY);
+    args.extend_from_slice(&ONE_STEP);
     let run = dml(&args);
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use npyz::WriterBuilder;
 use serde_json::Value;
 
-use crate::common::{dml, repo_root};
+use crate::common::{arg, dml, repo_root};
 
 fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], values: &[T]) {
     let mut writer = npyz::WriteOptions::new()
@@ -61,10 +61,6 @@ fn labels_of(v: &Value) -> Vec<i64> {
         .iter()
         .map(|x| x.as_i64().unwrap())
         .collect()
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn run_ok(args: &[&str]) -> String {

@@ -7,4 +7,5 @@ mod eval;
 mod experiment;
 mod loss;
 mod report;
+mod search;
 mod train;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::dml;
+use crate::common::{arg, fails, ok};
 
 /// 6 training classes of 8 glyphs, P x K = 3 x 4 (4 steps an epoch), an 8-d embedding,
 /// evaluation on 4 held-out classes every epoch, a checkpoint every step.
@@ -49,36 +49,6 @@ fn tiny_config(dir: &Path) -> PathBuf {
     let path = dir.join("tiny.toml");
     std::fs::write(&path, TINY).unwrap();
     path
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn arg(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-/// Runs `dml` and returns its stdout, failing the test with stderr if it fails.
-fn ok(args: &[&str]) -> String {
-    let out = dml(args);
-    assert!(out.status.success(), "dml {args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-/// Runs `dml`, expects exit code 2 and one error line, and returns that line.
-fn fails(args: &[&str]) -> String {
-    let out = dml(args);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "dml {args:?}: {}",
-        text(&out.stdout)
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("dml: error: "), "{stderr}");
-    stderr
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //!   errors naming the file and line): [`CsvListDataset`] (`label,relative/path` lists),
 //!   [`ImageFolderDataset`] (one folder per class), [`Cub200Dataset`], [`Cars196Dataset`],
 //!   [`SopDataset`], [`InShopDataset`] (native layouts with their standard class-disjoint
-//!   [`DatasetSplits`]) and [`OmniglotDataset`]. Any of them reads from a folder or straight
+//!   [`DatasetSplits`]), [`OmniglotDataset`], and [`ImageFiles`] (loose unlabelled images). Any of them reads from a folder or straight
 //!   from a zip archive ([`ImageStore`]). [`DatasetSource`] names any of them in a run config.
 //! - [`SyntheticGlyphsConfig`]: built-in random stroke glyphs, no files needed, drawn on
 //!   demand from `(seed, class, sample)`, with a `modes` knob for multi-modal classes.
@@ -49,8 +49,8 @@ mod test_support;
 
 pub use dataset::{
     Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSource, DatasetSplits,
-    ImageEntry, ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset, OmniglotLabel,
-    SopDataset, Split, TestSplit, verify_images,
+    ImageEntry, ImageFiles, ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset,
+    OmniglotLabel, SopDataset, Split, TestSplit, verify_images,
 };
 pub use error::Error;
 pub use glyph::{GlyphJitter, SyntheticGlyphs, SyntheticGlyphsConfig};

@@ -80,7 +80,7 @@ pub struct Args {
 
 /// `--distance` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum DistanceArg {
+pub(crate) enum DistanceArg {
     SquaredEuclidean,
     InnerProduct,
     Cosine,
@@ -341,18 +341,10 @@ impl Report<'_> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: super::Args,
-    }
-
     fn parse(extra: &[&str]) -> Result<super::Args, clap::Error> {
-        let mut argv = vec!["eval", "--embeddings", "e.npy", "--labels", "l.npy"];
+        let mut argv = vec!["--embeddings", "e.npy", "--labels", "l.npy"];
         argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).map(|c| c.args)
+        crate::cmd::parse_args(&argv)
     }
 
     #[test]

@@ -9,4 +9,19 @@ pub mod experiment;
 pub mod loss;
 pub mod report;
 pub mod run;
+pub mod search;
 pub mod train;
+
+/// A subcommand's arguments parsed from `argv` (without the command name), for unit tests.
+#[cfg(test)]
+pub fn parse_args<A: clap::Args>(argv: &[&str]) -> Result<A, clap::Error> {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+
+    Cli::<A>::try_parse_from(std::iter::once("dml").chain(argv.iter().copied())).map(|c| c.args)
+}

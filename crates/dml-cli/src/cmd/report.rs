@@ -60,22 +60,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: super::Args,
-    }
+    use crate::cmd::parse_args;
 
     #[test]
     fn out_is_required_and_tsne_points_has_a_floor() {
-        assert!(Cli::try_parse_from(["report", "r.jsonl"]).is_err());
-        let cli = Cli::try_parse_from(["report", "r.jsonl", "--out", "o"]).unwrap();
-        assert_eq!(cli.args.tsne_points, 2000);
-        assert_eq!(cli.args.seed, 0);
-        let cli = Cli::try_parse_from([
-            "report",
+        assert!(parse_args::<super::Args>(&["r.jsonl"]).is_err());
+        let args: super::Args = parse_args(&["r.jsonl", "--out", "o"]).unwrap();
+        assert_eq!(args.tsne_points, 2000);
+        assert_eq!(args.seed, 0);
+        let args: super::Args = parse_args(&[
             "r.jsonl",
             "--out",
             "o",
@@ -85,9 +78,9 @@ mod tests {
             "7",
         ])
         .unwrap();
-        assert_eq!((cli.args.tsne_points, cli.args.seed), (500, 7));
+        assert_eq!((args.tsne_points, args.seed), (500, 7));
         assert!(
-            Cli::try_parse_from(["report", "r.jsonl", "--out", "o", "--tsne-points", "3"]).is_err()
+            parse_args::<super::Args>(&["r.jsonl", "--out", "o", "--tsne-points", "3"]).is_err()
         );
     }
 }

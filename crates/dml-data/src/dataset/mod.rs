@@ -3,6 +3,7 @@
 mod cars196;
 mod csv_list;
 mod cub;
+mod image_files;
 mod image_folder;
 mod image_list;
 mod in_shop;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 pub use cars196::Cars196Dataset;
 pub use csv_list::CsvListDataset;
 pub use cub::Cub200Dataset;
+pub use image_files::ImageFiles;
 pub use image_folder::ImageFolderDataset;
 pub use image_list::{ImageEntry, ImageList};
 pub use in_shop::InShopDataset;

@@ -1,13 +1,13 @@
 //! dml-data as the trainer's [`BatchSource`]s: the training loader driven by a P x K or
 //! N-pair sampler, and the held-out split read in order (query then gallery for In-Shop).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dml_data::{
     BatchSampler, Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits,
-    ImageFolderDataset, InShopDataset, Loader, NPairSamplerConfig, OmniglotDataset, Pipeline,
-    PkSamplerConfig, SopDataset, TestSplit, sequential_batches,
+    ImageFiles, ImageFolderDataset, InShopDataset, Loader, NPairSamplerConfig, OmniglotDataset,
+    Pipeline, PkSamplerConfig, SopDataset, TestSplit, sequential_batches,
 };
 
 use crate::config::{DataConfig, DatasetConfig, SamplerKind};
@@ -89,6 +89,14 @@ pub fn open_split(config: &DataConfig, split: SplitChoice) -> Result<HeldOut, Er
         })?,
     };
     HeldOut::new(config, split, pipeline)
+}
+
+/// Loose images (files, folders, zip archives; see [`ImageFiles::open`]), read in order with
+/// `config`'s evaluation transform: the queries of a search.
+pub fn open_images(config: &DataConfig, paths: &[PathBuf]) -> Result<HeldOut, Error> {
+    let pipeline = config.pipeline.init()?;
+    let images: Arc<dyn Dataset> = Arc::new(ImageFiles::open(paths)?);
+    HeldOut::new(config, TestSplit::Pooled(images), pipeline)
 }
 
 /// The training dataset and the held-out split: `data.test` if given, else the dataset's own.
