@@ -38,8 +38,8 @@ pub struct Args {
     checkpoint: Option<PathBuf>,
     /// Neighbours per query.
     #[arg(short, long, value_name = "NUM", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    k: u64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    k: usize,
     /// How closeness is measured.
     #[arg(long, value_name = "DIST", default_value = "squared-euclidean")]
     distance: DistanceArg,
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.index.display()
         );
     }
-    let k = usize::try_from(args.k).unwrap_or(usize::MAX);
+    let k = args.k;
     if k > rows {
         bail!(
             "-k {k}: the index {} has only {rows} rows",
