@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod device;
 
 /// Deep metric learning: ranking losses, exact k-NN evaluation and retrieval.
 #[derive(Debug, Parser)]
@@ -16,6 +17,10 @@ struct Cli {
     /// Worker threads for numeric kernels (default: all cores).
     #[arg(long, global = true, value_name = "NUM")]
     threads: Option<usize>,
+    /// Where networks train and embed: cpu, or wgpu (a GPU; needs a build with
+    /// --features wgpu).
+    #[arg(long, global = true, value_name = "DEVICE", default_value = "cpu")]
+    device: device::DeviceArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,12 +58,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Loss(args) => cmd::loss::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
-        Command::Experiment(args) => cmd::experiment::run(args),
+        Command::Experiment(args) => cmd::experiment::run(args, cli.device),
         Command::Report(args) => cmd::report::run(args),
-        Command::Train(args) => cmd::train::run(args),
-        Command::Embed(args) => cmd::embed::run(args),
-        Command::Run(args) => cmd::run::run(args),
-        Command::Search(args) => cmd::search::run(args),
+        Command::Train(args) => cmd::train::run(args, cli.device),
+        Command::Embed(args) => cmd::embed::run(args, cli.device),
+        Command::Run(args) => cmd::run::run(args, cli.device),
+        Command::Search(args) => cmd::search::run(args, cli.device),
     }
 }
 

@@ -111,6 +111,31 @@ fn configuration_mistakes_are_one_line_errors_naming_the_field() {
     assert!(err.contains("config.json"), "{err}");
 }
 
+/// A GPU asked of a build without one is an error that says how to build one.
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn a_gpu_asked_of_a_cpu_build_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(dir.path());
+    let out = dir.path().join("run");
+    for command in ["train", "run"] {
+        let args = [
+            "--device",
+            "wgpu",
+            command,
+            "--config",
+            arg(&config),
+            "--out",
+            arg(&out),
+        ];
+        let err = fails(&args);
+        assert!(
+            err.contains("--device wgpu") && err.contains("--features wgpu"),
+            "{err}"
+        );
+    }
+}
+
 /// Trains `config` into `out` without interruption and returns its summary.json.
 fn uninterrupted(config: &Path, out: &Path) -> Value {
     ok(&["train", "--config", arg(config), "--out", arg(out)]);

@@ -6,13 +6,13 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::Device;
 use dml_train::checkpoint::Checkpoint;
 use dml_train::components::data::{SplitChoice, open_split};
 use dml_train::export::write_embeddings;
 use dml_train::run::{embed_split, model_from_checkpoint};
 
 use super::train::checkpoint_file;
+use crate::device::DeviceArg;
 
 /// Arguments of `dml embed`.
 #[derive(Debug, clap::Args)]
@@ -43,7 +43,7 @@ enum SplitArg {
 }
 
 /// Runs `dml embed`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     let path = checkpoint_file(&args.checkpoint)?;
     let checkpoint = Checkpoint::read(&path)?;
     let mut config = checkpoint.config.clone();
@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.data.batch.eval_batch_size = batch_size;
     }
     let held_out = open_split(&config.data, split)?;
-    let device = Device::flex();
+    let device = device.device()?;
     let model = model_from_checkpoint(&checkpoint, &device)?;
     let embedded = embed_split(&model, &held_out, &device)?;
     let files = write_embeddings(

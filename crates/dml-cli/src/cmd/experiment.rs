@@ -32,6 +32,7 @@ use dml_train::trainer::RunPaths;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::train::apply_threads;
+use crate::device::DeviceArg;
 
 /// Arguments of `dml experiment`.
 #[derive(Debug, clap::Args)]
@@ -57,7 +58,7 @@ pub struct Args {
 }
 
 /// Runs `dml experiment`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     let plan = Plan::from_file(&args.plan)?;
     let overrides = args
         .set
@@ -80,7 +81,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         apply_threads(&run_config(first, &out, &overrides)?);
     }
     let planned = plan.runs().len();
-    let mut executor = TrainerExecutor { planned, overrides };
+    let device = device.device()?;
+    let mut executor = TrainerExecutor {
+        planned,
+        overrides,
+        device,
+    };
     let rule = CollapseRule::default();
     let summary = run_experiment(&plan, &out, &mut executor, &rule, &mut |event| {
         report_progress(&event, planned)
@@ -168,19 +174,26 @@ fn report_progress(event: &PlanProgress<'_>, planned: usize) {
 struct TrainerExecutor {
     planned: usize,
     overrides: Vec<Override>,
+    /// Where the networks run (without autodiff).
+    device: Device,
 }
 
 impl RunExecutor for TrainerExecutor {
     fn execute(&mut self, run: &PlannedRun, run_dir: &Path) -> Result<RunOutcome, BoxError> {
         let config = run_config(run, run_dir, &self.overrides)?;
-        Ok(execute(&config, &run.id, self.planned)?)
+        Ok(execute(&config, &run.id, self.planned, &self.device)?)
     }
 }
 
-fn execute(config: &RunConfig, run_id: &str, planned: usize) -> anyhow::Result<RunOutcome> {
+fn execute(
+    config: &RunConfig,
+    run_id: &str,
+    planned: usize,
+    device: &Device,
+) -> anyhow::Result<RunOutcome> {
     let run_dir = config.out.as_path();
     let assembled = Assembled::open(config)?;
-    let plain = Device::flex();
+    let plain = device.clone();
     let evaluate = |model: &_| -> anyhow::Result<_> {
         assembled
             .evaluate(model, &plain)?
@@ -194,7 +207,7 @@ fn execute(config: &RunConfig, run_id: &str, planned: usize) -> anyhow::Result<R
     let outcome = train(
         config,
         &assembled,
-        &Device::flex().autodiff(),
+        &device.clone().autodiff(),
         resume,
         &mut bar,
     )?;

@@ -9,7 +9,6 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use burn::tensor::Device;
 use dml_train::checkpoint::Checkpoint;
 use dml_train::components::model::build_model;
 use dml_train::run::{Assembled, model_from_checkpoint, train};
@@ -17,6 +16,7 @@ use dml_train::task::Metrics;
 use dml_train::trainer::RunPaths;
 
 use super::train::{ConfigArgs, Progress, apply_threads, format_metrics};
+use crate::device::DeviceArg;
 
 /// Arguments of `dml run`.
 #[derive(Debug, clap::Args)]
@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 /// Runs `dml run`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     let config = args.config.resolve()?;
     if args.config.dry_run() {
         println!("{}", config.to_json());
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     apply_threads(&config);
     let started = Instant::now();
     let assembled = Assembled::open(&config)?;
-    let plain = Device::flex();
+    let plain = device.device()?;
     let keys = config.eval.metric_keys();
     let evaluate = |model: &_| -> anyhow::Result<_> {
         assembled.evaluate(model, &plain)?.context(
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = train(
         &config,
         &assembled,
-        &Device::flex().autodiff(),
+        &plain.clone().autodiff(),
         false,
         &mut progress,
     )?;

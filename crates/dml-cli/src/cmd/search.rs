@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use burn::tensor::Device;
 use dml_eval::{Embeddings, Neighbours, QueryMode, io, knn};
 use dml_train::checkpoint::Checkpoint;
 use dml_train::components::data::open_images;
@@ -18,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::eval::DistanceArg;
 use super::train::checkpoint_file;
+use crate::device::DeviceArg;
 
 /// Arguments of `dml search`.
 #[derive(Debug, clap::Args)]
@@ -66,7 +66,7 @@ struct Named {
 }
 
 /// Runs `dml search`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     let tensor = args.tensor.as_deref();
     let index = read_named(&args.index, tensor)?;
     let queries = match args.query.as_slice() {
@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     file.display()
                 );
             }
-            embed_images(&args, paths)?
+            embed_images(&args, paths, device)?
         }
     };
     let (rows, dim) = (index.embeddings.rows(), index.embeddings.dim());
@@ -178,7 +178,7 @@ fn read_named(path: &Path, tensor: Option<&str>) -> anyhow::Result<Named> {
 }
 
 /// Query images embedded with the checkpoint's model and evaluation transform.
-fn embed_images(args: &Args, images: &[PathBuf]) -> anyhow::Result<Named> {
+fn embed_images(args: &Args, images: &[PathBuf], device: DeviceArg) -> anyhow::Result<Named> {
     let Some(checkpoint) = &args.checkpoint else {
         bail!("--checkpoint is needed to embed query images (or give one .npy file of embeddings)");
     };
@@ -187,7 +187,7 @@ fn embed_images(args: &Args, images: &[PathBuf]) -> anyhow::Result<Named> {
     if let Some(batch_size) = args.batch_size {
         data.batch.eval_batch_size = batch_size;
     }
-    let device = Device::flex();
+    let device = device.device()?;
     let images = open_images(&data, images)?;
     let model = model_from_checkpoint(&checkpoint, &device)?;
     let embedded = embed_split(&model, &images, &device)?;

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::device::DeviceArg;
 use anyhow::Context;
-use burn::tensor::Device;
 use dml_train::config::{Override, RunConfig};
 use dml_train::observer::{Control, Event, Observer};
 use dml_train::run::{Assembled, train};
@@ -224,7 +224,7 @@ pub fn apply_threads(config: &RunConfig) {
 }
 
 /// Runs `dml train`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     let (config, resume) = match &args.resume {
         Some(dir) => {
             let path = RunPaths::new(dir).config;
@@ -245,7 +245,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let assembled = Assembled::open(&config)?;
     let mut progress = Progress::new(&config);
-    let device = Device::flex().autodiff();
+    let device = device.device()?.autodiff();
     let outcome = train(&config, &assembled, &device, resume, &mut progress)?;
     progress.finish();
     let keys = config.eval.metric_keys();
