@@ -27,28 +27,44 @@ impl DeviceArg {
 
 #[cfg(feature = "wgpu")]
 fn wgpu() -> anyhow::Result<Device> {
+    use std::sync::{Arc, Mutex, PoisonError};
+
     use burn::tensor::{DeviceKind, Tensor};
 
     let device = Device::wgpu(DeviceKind::DefaultDevice);
     // burn starts a wgpu device lazily and panics when no adapter answers; one small
     // read-back brings that failure here, where it can become a message.
     let probe = || Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
+    // The first panic message on any thread (the runtime's own threads report the cause;
+    // the caller's panic only says that they stopped), instead of a printed backtrace.
+    let first = Arc::new(Mutex::new(None::<String>));
+    let seen = Arc::clone(&first);
     let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(Box::new(move |info| {
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.get_or_insert_with(|| panic_message(info.payload()));
+    }));
     let result = std::panic::catch_unwind(probe);
     std::panic::set_hook(quiet);
     match result {
         Ok(sum) if sum == 4.0 => Ok(device),
         Ok(sum) => anyhow::bail!("--device wgpu: the GPU computed 1+1+1+1 = {sum}"),
         Err(panic) => {
-            let reason = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown reason");
+            let first = first.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let reason = first.unwrap_or_else(|| panic_message(panic.as_ref()));
             anyhow::bail!("--device wgpu: no usable GPU adapter: {reason}")
         }
     }
+}
+
+/// The text of a panic's payload.
+#[cfg(feature = "wgpu")]
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown reason".to_owned())
 }
 
 #[cfg(not(feature = "wgpu"))]
