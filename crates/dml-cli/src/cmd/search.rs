@@ -67,28 +67,8 @@ struct Named {
 
 /// Runs `dml search`.
 pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
-    let tensor = args.tensor.as_deref();
-    let index = read_named(&args.index, tensor)?;
-    let queries = match args.query.as_slice() {
-        [one] if is_embeddings_file(one) => {
-            if args.checkpoint.is_some() {
-                bail!(
-                    "--checkpoint embeds query images, but {} already holds embeddings",
-                    one.display()
-                );
-            }
-            read_named(one, tensor)?
-        }
-        paths => {
-            if let Some(file) = paths.iter().find(|p| is_embeddings_file(p)) {
-                bail!(
-                    "--query {}: a file of query embeddings must be the only query",
-                    file.display()
-                );
-            }
-            embed_images(&args, paths, device)?
-        }
-    };
+    let index = read_named(&args.index, args.tensor.as_deref())?;
+    let queries = read_queries(&args, device)?;
     let (rows, dim) = (index.embeddings.rows(), index.embeddings.dim());
     if queries.embeddings.dim() != dim {
         bail!(
@@ -138,6 +118,30 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
         print!("{}", results.table());
     }
     Ok(())
+}
+
+/// The queries: one file of embeddings, or images embedded with the checkpoint.
+fn read_queries(args: &Args, device: DeviceArg) -> anyhow::Result<Named> {
+    match args.query.as_slice() {
+        [one] if is_embeddings_file(one) => {
+            if args.checkpoint.is_some() {
+                bail!(
+                    "--checkpoint embeds query images, but {} already holds embeddings",
+                    one.display()
+                );
+            }
+            read_named(one, args.tensor.as_deref())
+        }
+        paths => {
+            if let Some(file) = paths.iter().find(|p| is_embeddings_file(p)) {
+                bail!(
+                    "--query {}: a file of query embeddings must be the only query",
+                    file.display()
+                );
+            }
+            embed_images(args, paths, device)
+        }
+    }
 }
 
 /// Whether a query path is a file of embeddings rather than an image.
