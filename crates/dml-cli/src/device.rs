@@ -47,7 +47,7 @@ fn wgpu() -> anyhow::Result<Device> {
     let result = std::panic::catch_unwind(probe);
     std::panic::set_hook(quiet);
     match result {
-        Ok(sum) if sum == 4.0 => Ok(device),
+        Ok(4.0) => Ok(device),
         Ok(sum) => anyhow::bail!("--device wgpu: the GPU computed 1+1+1+1 = {sum}"),
         Err(panic) => {
             let first = first.lock().unwrap_or_else(PoisonError::into_inner).take();
