@@ -2,9 +2,11 @@
 //! images, folders and embedding files find their nearest indexed images; mistakes are
 //! one-line errors naming what is wrong.
 
+use std::process::{Command, Stdio};
+
 use serde_json::Value;
 
-use crate::common::{ONE_STEP, arg, fails, image_folder, ok};
+use crate::common::{ONE_STEP, arg, fails, image_folder, ok, text};
 
 /// The neighbours' `key` values of query `q` in `dml search --json` output.
 fn column<'a>(json: &'a Value, q: usize, key: &str) -> Vec<&'a Value> {
@@ -105,6 +107,18 @@ fn indexed_images_find_themselves_first_and_mistakes_are_named() {
         assert_eq!(json["queries"][q]["query"], path);
         assert_eq!(*column(&json, q, "row")[0], q, "{json}");
     }
+
+    // `dml search ... | head`: a reader that goes away early ends the command quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dml"))
+        .args(["search", "--index", arg(&index), "--query", arg(&index)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    assert!(closed.status.success(), "{}", text(&closed.stderr));
+    assert!(closed.stderr.is_empty(), "{}", text(&closed.stderr));
 
     // The table names the query and shows rank, score, label and item.
     let table = search(&["--checkpoint", arg(&run), "--query", arg(&query)]);

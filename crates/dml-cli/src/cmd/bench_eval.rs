@@ -78,20 +78,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.noise.is_nan() || args.noise < 0.0 {
         bail!("--noise must be >= 0");
     }
-    println!(
+    outln!(
         "dml bench eval: dim {}, noise {}, seed {}, {} thread(s), median of {} run(s)",
         args.dim,
         args.noise,
         args.seed,
         rayon::current_num_threads(),
         args.repeats
-    );
-    println!(
+    )?;
+    outln!(
         "| items x classes | 8-NN search (CPU) | GFLOP/s | all k-NN metrics (CPU) | \
          NMI + AMI (CPU; k-means) | all metrics | peak RSS | RSS increase | recall@1 | map@r | \
          nmi |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    )?;
+    outln!("|---|---|---|---|---|---|---|---|---|---|---|")?;
     for size in sizes {
         let base = peak_rss_kib(true);
         let data = synthetic(size, args.dim, args.noise, args.seed);
@@ -135,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             })
         })?;
         let peak = peak_rss_kib(false);
-        println!(
+        outln!(
             "| {} x {} | {search} | {gflops:.0} | {knn_metrics} | {nmi_ami}; {plan} | {total} | \
              {} | {} | {:.4} | {:.4} | {:.4} |",
             size.items,
@@ -148,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             sanity.0,
             sanity.1,
             sanity.2,
-        );
+        )?;
     }
     Ok(())
 }

@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("--single: `{}` is not a batch size", single[1]))?;
         let m = measure(name, n, &args)?;
-        println!("{}", serde_json::to_string(&m)?);
+        outln!("{}", serde_json::to_string(&m)?)?;
         return Ok(());
     }
     let known: Vec<&str> = configs().iter().map(|c| c.name).collect();
@@ -138,16 +138,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let threads = rayon::current_num_threads();
-    println!(
+    outln!(
         "dml bench losses: D {}, {} per class, seed {}, {threads} thread(s), median [min-max] of {} \
          run(s) after a warm-up; one child process per cell, which also times the floor",
-        args.dim, args.per_class, args.seed, args.repeats
-    );
-    println!(
+        args.dim,
+        args.per_class,
+        args.seed,
+        args.repeats
+    )?;
+    outln!(
         "| loss | N | mine+fwd+bwd ms | kernel only ms | peak RSS (increase) | floor ms (2 GEMMs) | \
          ratio to floor |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    )?;
+    outln!("|---|---:|---:|---:|---:|---:|---:|")?;
     for &n in &args.sizes {
         for c in configs()
             .iter()
@@ -156,7 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             match child(c.name, n, threads, &args) {
                 Ok(m) => {
                     let (med, floor) = (median(&m.step_ms), median(&m.floor_ms));
-                    println!(
+                    outln!(
                         "| {} | {n} | {med:.1} [{:.1}-{:.1}] | {:.1} | {} | {floor:.1} | {:.1}x |",
                         c.name,
                         m.step_ms[0],
@@ -167,9 +170,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                             _ => "n/a".into(),
                         },
                         med / floor,
-                    );
+                    )?;
                 }
-                Err(e) => println!("| {} | {n} | failed: {e:#} | | | | |", c.name),
+                Err(e) => outln!("| {} | {n} | failed: {e:#} | | | | |", c.name)?,
             }
         }
     }

@@ -71,13 +71,13 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
         &embedded.class_names,
         &embedded.paths,
     )?;
-    println!(
+    outln!(
         "{} x {} embeddings: {} (labels {}, paths {})",
         embedded.embeddings.len(),
         embedded.embeddings.dim,
         files.embeddings.display(),
         files.labels.display(),
         files.paths.display()
-    );
+    )?;
     Ok(())
 }

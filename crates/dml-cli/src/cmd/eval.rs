@@ -180,9 +180,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         given_clusters: args.cluster_labels.is_some(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.json())?);
+        outln!("{}", serde_json::to_string_pretty(&report.json())?)?;
     } else {
-        print!("{}", report.table());
+        out!("{}", report.table())?;
     }
     Ok(())
 }

@@ -72,9 +72,9 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
         .unwrap_or_else(|| Path::new("experiments").join(plan.name()));
     if args.dry_run {
         for run in plan.runs() {
-            println!("{}", run.id);
+            outln!("{}", run.id)?;
         }
-        println!("{} runs, plan `{}` checked", plan.runs().len(), plan.name());
+        outln!("{} runs, plan `{}` checked", plan.runs().len(), plan.name())?;
         return Ok(());
     }
     if let Some(first) = plan.runs().first() {
@@ -88,9 +88,17 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
         device,
     };
     let rule = CollapseRule::default();
+    // A closed stdout does not stop the runs (their results go to results.jsonl); its error
+    // is returned once they are done.
+    let mut stdout_error = None;
     let summary = run_experiment(&plan, &out, &mut executor, &rule, &mut |event| {
-        report_progress(&event, planned)
+        if let Err(e) = report_progress(&event, planned) {
+            stdout_error.get_or_insert(e);
+        }
     })?;
+    if let Some(e) = stdout_error {
+        return Err(e.into());
+    }
     if let Some(tail) = &summary.truncated_tail {
         eprintln!(
             "dml: warning: {}: dropped unfinished line {} ({} bytes) left by an interrupted run",
@@ -99,22 +107,22 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
             tail.bytes
         );
     }
-    println!(
+    outln!(
         "{} runs planned: {} trained now, {} already in {}",
         summary.planned,
         summary.ran,
         summary.skipped,
         summary.results.display()
-    );
+    )?;
     if !args.no_report {
         let dir = out.join("report");
         let report = write_report(&summary.results, &dir, &ReportOptions::default())
             .with_context(|| format!("cannot write the report into {}", dir.display()))?;
-        println!(
+        outln!(
             "report: {} ({} figure files)",
             report.report.display(),
             report.figures.len()
-        );
+        )?;
     }
     Ok(())
 }
@@ -153,11 +161,11 @@ fn check_run(run: &PlannedRun, overrides: &[Override]) -> Result<(), BoxError> {
 }
 
 /// One line per finished run on stdout; nothing for skipped ones.
-fn report_progress(event: &PlanProgress<'_>, planned: usize) {
+fn report_progress(event: &PlanProgress<'_>, planned: usize) -> std::io::Result<()> {
     if let PlanProgress::Finished { record, index } = event {
         let cell = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
         let m = &record.final_metrics;
-        println!(
+        outln!(
             "[{}/{planned}] {}  R@1 {}  R@4 {}  NMI {}{}  {:.0} s",
             index + 1,
             record.run_id,
@@ -166,8 +174,9 @@ fn report_progress(event: &PlanProgress<'_>, planned: usize) {
             cell(m.nmi),
             if record.collapsed { "  COLLAPSED" } else { "" },
             record.wall_seconds
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Trains planned runs with dml-train.

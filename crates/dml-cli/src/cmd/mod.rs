@@ -1,5 +1,23 @@
 //! One module per subcommand.
 
+// Defined before the modules, which see them by textual scope.
+/// `print!` to stdout that returns the write error instead of panicking: `dml ... | head`
+/// closes stdout early, and `main` treats that broken pipe as a quiet end.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `println!` that returns the write error instead of panicking (see [`out!`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 pub mod bench;
 pub mod bench_eval;
 pub mod bench_losses;

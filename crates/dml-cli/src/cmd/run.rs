@@ -29,7 +29,7 @@ pub struct Args {
 pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     let config = args.config.resolve()?;
     if args.config.dry_run() {
-        println!("{}", config.to_json());
+        outln!("{}", config.to_json())?;
         return Ok(());
     }
     apply_threads(&config);
@@ -66,29 +66,30 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     let (split, after) = evaluate(&model)?;
     let files = split.write_into_run(&config.out)?;
 
-    print_table(&keys, &before, &after);
-    println!(
+    print_table(&keys, &before, &after)?;
+    outln!(
         "trained {} epochs ({} steps) in {:.1} s; after = {}",
         outcome.state.epoch,
         outcome.state.step,
         started.elapsed().as_secs_f64(),
         chosen.display()
-    );
-    println!(
+    )?;
+    outln!(
         "embeddings: {} ({} x {}; labels {}, paths {})",
         files.embeddings.display(),
         split.embeddings.len(),
         split.embeddings.dim,
         files.labels.display(),
         files.paths.display()
-    );
+    )?;
     Ok(())
 }
 
-fn print_table(keys: &[String], before: &Metrics, after: &Metrics) {
-    println!("{:<14} {:>8} {:>8}", "metric", "before", "after");
+fn print_table(keys: &[String], before: &Metrics, after: &Metrics) -> std::io::Result<()> {
+    outln!("{:<14} {:>8} {:>8}", "metric", "before", "after")?;
     for key in keys {
         let cell = |m: &Metrics| m.get(key).map_or("-".to_owned(), |v| format!("{v:.4}"));
-        println!("{key:<14} {:>8} {:>8}", cell(before), cell(after));
+        outln!("{key:<14} {:>8} {:>8}", cell(before), cell(after))?;
     }
+    Ok(())
 }

@@ -103,9 +103,9 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
             "k": k,
             "queries": results.json(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
-        println!(
+        outln!(
             "{} quer{}, {k} nearest of {rows} indexed items by {}\n",
             queries.embeddings.rows(),
             if queries.embeddings.rows() == 1 {
@@ -114,8 +114,8 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
                 "ies"
             },
             distance.name()
-        );
-        print!("{}", results.table());
+        )?;
+        out!("{}", results.table())?;
     }
     Ok(())
 }

@@ -238,7 +238,7 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
         None => (args.config.resolve()?, false),
     };
     if args.config.dry_run() {
-        println!("{}", config.to_json());
+        outln!("{}", config.to_json())?;
         return Ok(());
     }
     apply_threads(&config);
@@ -250,7 +250,7 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     progress.finish();
     let keys = config.eval.metric_keys();
     let paths = RunPaths::new(&config.out);
-    print_summary(&outcome.state, &paths, &keys, started.elapsed());
+    print_summary(&outcome.state, &paths, &keys, started.elapsed())?;
     Ok(())
 }
 
@@ -351,31 +351,36 @@ pub fn format_metrics(metrics: &Metrics, keys: &[String]) -> String {
         .join("  ")
 }
 
-fn print_summary(state: &TrainerState, paths: &RunPaths, keys: &[String], elapsed: Duration) {
+fn print_summary(
+    state: &TrainerState,
+    paths: &RunPaths,
+    keys: &[String],
+    elapsed: Duration,
+) -> std::io::Result<()> {
     let status = match state.status {
         RunStatus::Finished => "finished",
         RunStatus::EarlyStopped => "stopped early",
         RunStatus::Running => "interrupted",
     };
-    println!(
+    outln!(
         "{status}: {} epochs, {} steps in {:.1} s",
         state.epoch,
         state.step,
         elapsed.as_secs_f64()
-    );
+    )?;
     if let Some(best) = &state.best {
-        println!(
+        outln!(
             "best {} = {:.4} after {} epochs ({})",
             best.metric,
             best.value,
             best.epochs,
             paths.best_checkpoint.display()
-        );
+        )?;
     }
     if let Some(last) = state.last_evaluation() {
-        println!("last evaluation: {}", format_metrics(&last.metrics, keys));
+        outln!("last evaluation: {}", format_metrics(&last.metrics, keys))?;
     }
-    println!("run folder: {}", paths.dir.display());
+    outln!("run folder: {}", paths.dir.display())
 }
 
 /// A checkpoint file, or for a run folder its best checkpoint (its last if it has no best).
