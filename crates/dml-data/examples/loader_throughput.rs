@@ -4,8 +4,9 @@
 //!
 //! Prints one table row per measurement: synthetic glyph drawing alone, the loader on the
 //! glyphs (P x K batches, 28x28 grey), the loader on the real Omniglot zip (105x105 PNG
-//! decoded, resized to 28x28), and the two ways of sharing one zip archive between threads
-//! (the store's per-read clone over positioned reads, and a single archive behind a mutex).
+//! decoded, resized to 28x28 or 32x32; per epoch, with the decoded-image cache off, on, and
+//! on after a preload), and the two ways of sharing one zip archive between threads (the
+//! store's per-read clone over positioned reads, and a single archive behind a mutex).
 //! Also prints the raw-pixel 1-NN accuracy of the glyph test split, the floor a trained
 //! embedding should beat.
 
@@ -28,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let loader_config = LoaderConfig {
         workers,
         prefetch: 4,
+        ..Default::default()
     };
     println!("| measurement | images | seconds | images/s |");
     println!("|---|---:|---:|---:|");
@@ -84,25 +86,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(OmniglotDataset::open(&zip, OmniglotLabel::Character, None)?);
     let sampler =
         PkSamplerConfig::new(32, 4, 0).init(&omniglot.labels(), omniglot.class_names())?;
+    // Per epoch, with the decoded-image cache off and on (default budget), and on after an
+    // up-front parallel preload.
     for size in [28, 32] {
-        let loader = Loader::train(
-            omniglot.clone(),
-            PipelineConfig::characters(size).init()?,
-            loader_config.clone(),
-            0,
-        )?;
-        let t = Instant::now();
-        let mut n = 0;
-        for epoch in 0..2 {
-            for batch in loader.batches(epoch, sampler.batches(epoch), 0) {
-                n += std::hint::black_box(batch?).indices.len();
+        for (cache, cache_mib, preload) in [
+            ("cache off", 0, false),
+            ("cache on", loader_config.cache_mib, false),
+            ("cache on + preload", loader_config.cache_mib, true),
+        ] {
+            let loader = Loader::train(
+                omniglot.clone(),
+                PipelineConfig::characters(size).init()?,
+                LoaderConfig {
+                    cache_mib,
+                    ..loader_config.clone()
+                },
+                0,
+            )?;
+            if preload {
+                let t = Instant::now();
+                loader.preload()?;
+                row(
+                    &format!("omniglot zip -> {size}x{size}: preload, rayon threads"),
+                    omniglot.len(),
+                    t.elapsed().as_secs_f64(),
+                );
+            }
+            for epoch in 0..3 {
+                let t = Instant::now();
+                let mut n = 0;
+                for batch in loader.batches(epoch, sampler.batches(epoch), 0) {
+                    n += std::hint::black_box(batch?).indices.len();
+                }
+                row(
+                    &format!(
+                        "omniglot zip -> {size}x{size}: loader, {workers} workers, {cache}, epoch {epoch}"
+                    ),
+                    n,
+                    t.elapsed().as_secs_f64(),
+                );
             }
         }
-        row(
-            &format!("omniglot zip -> {size}x{size}: loader, {workers} workers"),
-            n,
-            t.elapsed().as_secs_f64(),
-        );
     }
 
     // Sharing one archive: the store (clone per read, positioned reads) vs one archive behind

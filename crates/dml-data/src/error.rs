@@ -158,6 +158,13 @@ pub enum Error {
         /// The dataset's length.
         len: usize,
     },
+    /// Several images of a dataset cannot be read or decoded ([`crate::Loader::preload`]);
+    /// each error names its file, in dataset order.
+    #[error("{} images cannot be read: {}", errors.len(), errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    UnreadableImages {
+        /// One error per bad image (at least two; a single one is returned as itself).
+        errors: Vec<Error>,
+    },
     /// A loader worker thread panicked (a bug, not bad input) or could not be started.
     #[error("a data loader worker thread panicked or could not be started")]
     WorkerFailed,

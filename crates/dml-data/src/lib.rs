@@ -16,7 +16,8 @@
 //!   epoch) and [`NPairSampler`]; an epoch's batches depend only on `(seed, epoch)`.
 //! - [`Loader`]: builds batches on worker threads with bounded read-ahead; augmentation is
 //!   seeded by `(seed, epoch, batch, position)`, so batches do not depend on thread timing
-//!   and a resumed run sees the same batches.
+//!   and a resumed run sees the same batches. A training loader keeps decoded, resized
+//!   images in memory within [`LoaderConfig::cache_mib`], so each is decoded once.
 //!
 //! ```
 //! use dml_data::{BatchSampler, Loader, LoaderConfig, PipelineConfig, PkSamplerConfig, SyntheticGlyphsConfig};
@@ -34,6 +35,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cache;
 mod dataset;
 mod error;
 mod glyph;
@@ -47,6 +49,7 @@ mod transform;
 #[cfg(test)]
 mod test_support;
 
+pub use cache::CacheStats;
 pub use dataset::{
     Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSource, DatasetSplits,
     ImageEntry, ImageFiles, ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset,
@@ -60,4 +63,4 @@ pub use sampler::{
     sequential_batches,
 };
 pub use store::ImageStore;
-pub use transform::{AffineJitter, ColorMode, Pipeline, PipelineConfig};
+pub use transform::{AffineJitter, ColorMode, Pipeline, PipelineConfig, PreparedImage};

@@ -1,5 +1,8 @@
 //! The image pipeline: colour conversion, resize, crop / flip / affine jitter, normalisation.
 //!
+//! The first two steps are deterministic ([`Pipeline::prepare`], whose result the loader
+//! caches); the rest draw from the augmentation generator ([`Pipeline::augment`]).
+//!
 //! Geometry is done in one resampling pass: every output pixel is mapped back through the
 //! flip, the affine jitter and the crop offset into the resized image and sampled bilinearly
 //! (edges clamped). Without jitter the mapping lands on pixel centres, so the pass is an
@@ -168,6 +171,51 @@ pub struct Pipeline {
     config: PipelineConfig,
 }
 
+/// An image after the deterministic half of a [`Pipeline`] ([`Pipeline::prepare`]): in the
+/// pipeline's colour mode and resized, not yet cropped, jittered or normalised. The loader
+/// keeps these in memory so each image is decoded once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedImage {
+    width: u32,
+    height: u32,
+    color: ColorMode,
+    /// Row-major, channels interleaved.
+    pixels: Vec<u8>,
+}
+
+impl PreparedImage {
+    /// `(width, height)` in pixels.
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// Its colour mode.
+    pub fn color(&self) -> ColorMode {
+        self.color
+    }
+
+    /// Bytes its pixel buffer occupies on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.pixels.capacity()
+    }
+}
+
+/// The image as 8-bit luma, borrowed when it already is.
+fn luma(image: &DynamicImage) -> Cow<'_, GrayImage> {
+    match image {
+        DynamicImage::ImageLuma8(b) => Cow::Borrowed(b),
+        other => Cow::Owned(other.to_luma8()),
+    }
+}
+
+/// The image as 8-bit RGB, borrowed when it already is.
+fn rgb(image: &DynamicImage) -> Cow<'_, RgbImage> {
+    match image {
+        DynamicImage::ImageRgb8(b) => Cow::Borrowed(b),
+        other => Cow::Owned(other.to_rgb8()),
+    }
+}
+
 /// Where output pixel centres come from in the resized image: `source = origin + x * dx + y * dy`.
 struct Mapping {
     origin: [f32; 2],
@@ -196,45 +244,88 @@ impl Pipeline {
     /// the training transform draws its crop, flip and jitter from it; without, the
     /// deterministic evaluation transform (centred crop) runs.
     ///
+    /// The same as [`Pipeline::prepare`] followed by [`Pipeline::augment`], bit for bit,
+    /// without copying an image that is already in the right colour and size.
+    ///
     /// # Panics
     /// If `out` does not have [`Pipeline::output_len`] elements.
     pub fn apply(&self, image: &DynamicImage, augment: Option<&mut ChaCha8Rng>, out: &mut [f32]) {
         assert_eq!(out.len(), self.output_len(), "output buffer size");
         match self.config.color {
             ColorMode::Gray => {
-                let img: Cow<'_, GrayImage> = match image {
-                    DynamicImage::ImageLuma8(b) => Cow::Borrowed(b),
-                    other => Cow::Owned(other.to_luma8()),
-                };
-                self.apply_typed(&img, augment, out);
+                let converted = luma(image);
+                let img = self.resize(&converted);
+                self.sample::<1>(img.as_raw(), img.dimensions(), augment, out);
             }
             ColorMode::Rgb => {
-                let img: Cow<'_, RgbImage> = match image {
-                    DynamicImage::ImageRgb8(b) => Cow::Borrowed(b),
-                    other => Cow::Owned(other.to_rgb8()),
-                };
-                self.apply_typed(&img, augment, out);
+                let converted = rgb(image);
+                let img = self.resize(&converted);
+                self.sample::<3>(img.as_raw(), img.dimensions(), augment, out);
             }
         }
     }
 
-    fn apply_typed<P>(
+    /// The deterministic first half of [`Pipeline::apply`]: colour conversion and resize. The
+    /// result depends only on `image` and the settings, so it can be kept and reused; every
+    /// random choice happens in [`Pipeline::augment`].
+    pub fn prepare(&self, image: &DynamicImage) -> PreparedImage {
+        let (width, height, pixels) = match self.config.color {
+            ColorMode::Gray => {
+                let img = self.resize(&luma(image)).into_owned();
+                (img.width(), img.height(), img.into_raw())
+            }
+            ColorMode::Rgb => {
+                let img = self.resize(&rgb(image)).into_owned();
+                (img.width(), img.height(), img.into_raw())
+            }
+        };
+        PreparedImage {
+            width,
+            height,
+            color: self.config.color,
+            pixels,
+        }
+    }
+
+    /// The second half of [`Pipeline::apply`]: crop, flip and affine jitter drawn from
+    /// `augment` (the centred crop without it), then normalisation, into `out`.
+    ///
+    /// # Panics
+    /// If `out` does not have [`Pipeline::output_len`] elements, or `image` is in another
+    /// colour mode or smaller than the crop (it should come from this pipeline's `prepare`).
+    pub fn augment(
         &self,
-        img: &ImageBuffer<P, Vec<u8>>,
+        image: &PreparedImage,
         augment: Option<&mut ChaCha8Rng>,
         out: &mut [f32],
-    ) where
-        P: Pixel<Subpixel = u8> + 'static,
-    {
-        let resized = self.resize(img);
-        let (w, h) = resized.dimensions();
+    ) {
+        assert_eq!(out.len(), self.output_len(), "output buffer size");
+        assert_eq!(image.color, self.config.color, "prepared image colour mode");
+        let dims = (image.width, image.height);
+        assert!(
+            dims.0.min(dims.1) >= self.config.crop,
+            "prepared image smaller than the crop"
+        );
+        match image.color {
+            ColorMode::Gray => self.sample::<1>(&image.pixels, dims, augment, out),
+            ColorMode::Rgb => self.sample::<3>(&image.pixels, dims, augment, out),
+        }
+    }
+
+    /// Resamples the resized image `raw` (`w` x `h`, `C` interleaved channels) through the
+    /// crop / flip / jitter mapping and normalises it into `out`.
+    fn sample<const C: usize>(
+        &self,
+        raw: &[u8],
+        (w, h): (u32, u32),
+        augment: Option<&mut ChaCha8Rng>,
+        out: &mut [f32],
+    ) {
         let map = self.mapping(w, h, augment);
         let s = self.config.crop as usize;
-        let c = P::CHANNEL_COUNT as usize;
-        let raw: &[u8] = resized.as_raw();
         let (wi, hi) = (w as i64, h as i64);
         let at = |x: i64, y: i64, ch: usize| {
-            raw[((y.clamp(0, hi - 1) * wi + x.clamp(0, wi - 1)) as usize) * c + ch] as f32
+            raw[((y.clamp(0, hi - 1) * wi + x.clamp(0, wi - 1)) as usize) * C + ch] as f32
         };
         let scale: Vec<f32> = self
             .config
@@ -257,7 +348,7 @@ impl Pipeline {
                 let (x0, y0) = (sx.floor(), sy.floor());
                 let (fx, fy) = (sx - x0, sy - y0);
                 let (x0, y0) = (x0 as i64, y0 as i64);
-                for ch in 0..c {
+                for ch in 0..C {
                     let top = at(x0, y0, ch) * (1.0 - fx) + at(x0 + 1, y0, ch) * fx;
                     let bottom = at(x0, y0 + 1, ch) * (1.0 - fx) + at(x0 + 1, y0 + 1, ch) * fx;
                     let v = top * (1.0 - fy) + bottom * fy;
@@ -446,6 +537,83 @@ mod tests {
         assert_ne!(run(&img, 3), run(&img, 4));
         let flat = DynamicImage::ImageLuma8(GrayImage::from_pixel(16, 16, image::Luma([255])));
         assert!(run(&flat, 5).iter().all(|v| (v - 1.0).abs() < 1e-4));
+    }
+
+    #[test]
+    fn prepare_then_augment_is_apply_bit_for_bit() {
+        let jitter = Some(AffineJitter {
+            max_rotation_deg: 12.0,
+            max_scale: 0.1,
+            max_shift: 0.1,
+        });
+        let rgb_image = DynamicImage::ImageRgb8(RgbImage::from_fn(37, 23, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 11) as u8, (x * y) as u8])
+        }));
+        let cases = [
+            // Already the right size and colour: `apply` borrows, `prepare` copies.
+            (
+                PipelineConfig {
+                    affine: jitter.clone(),
+                    ..PipelineConfig::characters(16)
+                },
+                gradient(16, 16),
+            ),
+            // Grey from RGB, downscaled, random crop and jitter.
+            (
+                PipelineConfig {
+                    affine: jitter,
+                    random_crop: true,
+                    resize: 20,
+                    ..PipelineConfig::characters(14)
+                },
+                rgb_image.clone(),
+            ),
+            // RGB photo setting on a non-square image: aspect kept, crop and flip.
+            (
+                PipelineConfig {
+                    resize: 19,
+                    crop: 15,
+                    ..PipelineConfig::photos()
+                },
+                rgb_image,
+            ),
+        ];
+        for (cfg, img) in cases {
+            let p = cfg.init().unwrap();
+            let prepared = p.prepare(&img);
+            assert_eq!(prepared.color(), cfg.color);
+            let (w, h) = prepared.dimensions();
+            assert_eq!(w.min(h), cfg.resize);
+            assert_eq!(
+                prepared.heap_bytes(),
+                (w * h) as usize * cfg.color.channels()
+            );
+            let n = p.output_len();
+            for seed in [None, Some(1), Some(2), Some(3)] {
+                let rng = || seed.map(ChaCha8Rng::seed_from_u64);
+                let (mut direct, mut split) = (vec![0.0; n], vec![0.0; n]);
+                p.apply(&img, rng().as_mut(), &mut direct);
+                p.augment(&prepared, rng().as_mut(), &mut split);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&direct), bits(&split), "{cfg:?} seed {seed:?}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "colour mode")]
+    fn augment_rejects_an_image_prepared_in_another_colour_mode() {
+        let gray = PipelineConfig::characters(8).init().unwrap();
+        let rgb = PipelineConfig {
+            color: ColorMode::Rgb,
+            mean: vec![0.5; 3],
+            std: vec![0.5; 3],
+            ..PipelineConfig::characters(8)
+        }
+        .init()
+        .unwrap();
+        let prepared = gray.prepare(&gradient(8, 8));
+        rgb.augment(&prepared, None, &mut vec![0.0; 3 * 64]);
     }
 
     #[test]

@@ -33,7 +33,8 @@ use crate::Error;
 ///
 /// Labels are dense class ids `0..class_names().len()`. Implementations are shared by the
 /// loader's worker threads, hence `Send + Sync`; [`Dataset::load`] must be safe to call from
-/// several threads at once.
+/// several threads at once, and return the same image for the same index every time (a
+/// training [`crate::Loader`] keeps what it returned).
 pub trait Dataset: Send + Sync {
     /// Number of samples.
     fn len(&self) -> usize;

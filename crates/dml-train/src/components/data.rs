@@ -153,6 +153,9 @@ impl TrainBatches {
         };
         let augment_seed = derive_seed(seed, SeedStream::Data, 1);
         let loader = Loader::train(dataset, pipeline, config.loader.clone(), augment_seed)?;
+        // Decode the training images into the loader's cache now, in parallel: when they fit,
+        // every corrupt file is reported (all at once) before training starts.
+        loader.preload()?;
         Ok(TrainBatches { loader, sampler })
     }
 

@@ -1,6 +1,6 @@
 //! The `[data]` section: which images to train and evaluate on, how they are decoded and
-//! augmented (dml-data's [`PipelineConfig`]), how batches are sampled and how many threads
-//! decode them (dml-data's [`LoaderConfig`]).
+//! augmented (dml-data's [`PipelineConfig`]), how batches are sampled, how many threads
+//! decode them and how much memory keeps them decoded (dml-data's [`LoaderConfig`]).
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,8 @@ pub struct DataConfig {
     pub pipeline: PipelineConfig,
     /// Batch composition.
     pub batch: BatchConfig,
-    /// Decoding threads and read-ahead.
+    /// Decoding threads, read-ahead and the memory budget for keeping decoded, resized
+    /// training images between epochs (`cache_mib`, default 2048; 0 turns it off).
     pub loader: LoaderConfig,
 }
 
