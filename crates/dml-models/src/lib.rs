@@ -34,7 +34,9 @@ mod config;
 mod error;
 mod head;
 mod init;
+mod layers;
 mod net;
+pub mod ops;
 mod weights;
 
 #[cfg(test)]

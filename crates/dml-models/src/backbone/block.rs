@@ -3,10 +3,10 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::init::WeightInit;
+use crate::layers::conv_bn_act;
 
 /// A bias-free `k x k` convolution with padding `k / 2`, Kaiming-normal (fan-out) initialised
 /// as in torchvision's `ResNet.__init__`.
@@ -96,7 +96,7 @@ impl ResidualBlock {
         }
     }
 
-    /// `relu(residual(x) + shortcut(x))`.
+    /// `relu(residual(x) + shortcut(x))`, channels-last.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::Basic(block) => block.forward(x),
@@ -121,9 +121,8 @@ impl BasicBlock {
             Some(downsample) => downsample.forward(x.clone()),
             None => x.clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
-        relu(out + shortcut)
+        let out = conv_bn_act(x, &self.conv1, &self.bn1, None, true, None);
+        conv_bn_act(out, &self.conv2, &self.bn2, Some(shortcut), true, None)
     }
 }
 
@@ -149,10 +148,9 @@ impl Bottleneck {
             Some(downsample) => downsample.forward(x.clone()),
             None => x.clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
-        relu(out + shortcut)
+        let out = conv_bn_act(x, &self.conv1, &self.bn1, None, true, None);
+        let out = conv_bn_act(out, &self.conv2, &self.bn2, None, true, None);
+        conv_bn_act(out, &self.conv3, &self.bn3, Some(shortcut), true, None)
     }
 }
 
@@ -179,6 +177,6 @@ impl Downsample {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        conv_bn_act(x, &self.conv, &self.bn, None, false, None)
     }
 }

@@ -33,9 +33,3 @@ impl BackboneNet {
         }
     }
 }
-
-/// Mean over the spatial axes: `[b, c, h, w]` to `[b, c]`.
-fn global_average_pool(x: Tensor<4>) -> Tensor<2> {
-    let [b, c, _, _] = x.dims();
-    burn::tensor::module::adaptive_avg_pool2d(x, [1, 1]).reshape([b, c])
-}

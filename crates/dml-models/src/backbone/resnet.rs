@@ -4,11 +4,11 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::block::{ResidualBlock, batch_norm, conv};
 use crate::init::WeightInit;
+use crate::layers;
 
 /// Which ResNet to build: block type and number of blocks per stage (He et al. 2016, table 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,14 +115,14 @@ impl ResNet {
     /// `[b, c, h, w]` images to `[b, 512]` or `[b, 2048]` features.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         // relu(maxpool(x)) = maxpool(relu(x)); see the NOTE above.
-        let x = self.bn1.forward(self.conv1.forward(images));
-        let mut x = relu(self.maxpool.forward(x));
+        let x = layers::to_channels_last(images);
+        let mut x = layers::conv_bn_act(x, &self.conv1, &self.bn1, None, true, Some(&self.maxpool));
         for block in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()
             .flatten()
         {
             x = block.forward(x);
         }
-        super::global_average_pool(x)
+        layers::global_average_pool(x)
     }
 }

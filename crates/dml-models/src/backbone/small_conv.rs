@@ -4,10 +4,10 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::init::WeightInit;
+use crate::layers;
 
 /// Channels of every block (Snell et al. 2017, section 3.2: "64 filters").
 pub(crate) const SMALL_CONV_WIDTH: usize = 64;
@@ -84,12 +84,10 @@ impl SmallConvNet {
 
     /// `[b, c, h, w]` images to `[b, 64]` features.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = images;
+        let mut x = layers::to_channels_last(images);
         for block in &self.blocks {
-            x = self
-                .pool
-                .forward(relu(block.bn.forward(block.conv.forward(x))));
+            x = layers::conv_bn_act(x, &block.conv, &block.bn, None, true, Some(&self.pool));
         }
-        super::global_average_pool(x)
+        layers::global_average_pool(x)
     }
 }
