@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use crate::{GeometryError, checked_product, window_output};
 
 /// Rows per chunk of the per-channel reductions: fixed, so the sums are the same for any
-/// thread count.
-const REDUCE_ROWS: usize = 1024;
+/// thread count; small, so the f32 sums within a chunk lose little.
+const REDUCE_ROWS: usize = 256;
 
 /// Pooling after the activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -272,24 +272,27 @@ pub fn act_backward(
                 return;
             }
             da_img.fill(0.0);
-            let (mut values, mut best, mut arg) =
-                (vec![0.0f32; c], vec![0.0f32; c], vec![0usize; c]);
+            let (mut values, mut best) = (vec![0.0f32; c], vec![0.0f32; c]);
+            let mut arg = vec![0u32; c];
+            let mut offsets = Vec::new();
             for (p, dz) in dz_img.chunks_exact(c).enumerate() {
                 let (oy, ox) = (p / g.out_size[1], p % g.out_size[1]);
                 best.fill(f32::NEG_INFINITY);
-                for (iy, ix) in g.window(oy, ox) {
+                offsets.clear();
+                for (k, (iy, ix)) in g.window(oy, ox).enumerate() {
                     let offset = (iy * g.size[1] + ix) * c;
+                    offsets.push(offset);
                     pre.pixel(base + offset, &mut values);
-                    for ch in 0..c {
-                        if values[ch] > best[ch] {
-                            best[ch] = values[ch];
-                            arg[ch] = offset + ch;
-                        }
+                    // Branch-free first maximum, so the channel loop vectorises.
+                    for ((b, a), v) in best.iter_mut().zip(arg.iter_mut()).zip(&values) {
+                        let better = *v > *b;
+                        *b = if better { *v } else { *b };
+                        *a = if better { k as u32 } else { *a };
                     }
                 }
-                for ch in 0..c {
-                    if !(g.relu && best[ch] <= 0.0) {
-                        da_img[arg[ch]] += dz[ch];
+                for (ch, ((b, a), dz)) in best.iter().zip(&arg).zip(dz).enumerate() {
+                    if !(g.relu && *b <= 0.0) {
+                        da_img[offsets[*a as usize] + ch] += dz;
                     }
                 }
             }
@@ -307,23 +310,29 @@ fn check_lengths(g: &ActGeometry, y: &[f32], affine: Option<Affine<'_>>, residua
     }
 }
 
-/// Per-channel batch mean and biased variance of `y` `[rows, channels]`, accumulated in f64.
+/// Per-channel batch mean and biased variance of `y` `[rows, channels]`.
+///
+/// Sums run over `y - y[0]` (the first row as a shift, so that `E[d^2] - E[d]^2` does not
+/// cancel when the mean is large beside the spread), in f32 within a chunk and f64 across.
 pub fn channel_moments(y: &[f32], channels: usize) -> (Vec<f32>, Vec<f32>) {
+    let shift = &y[..channels];
     let sums = chunked_sums(y, channels, 2, |row, acc| {
-        for (ch, v) in row.iter().enumerate() {
-            let v = *v as f64;
-            acc[ch] += v;
-            acc[channels + ch] += v * v;
+        let (sum, squares) = acc.split_at_mut(channels);
+        for (((s, q), v), k) in sum.iter_mut().zip(squares).zip(row).zip(shift) {
+            let d = v - k;
+            *s += d;
+            *q += d * d;
         }
     });
     let rows = (y.len() / channels) as f64;
-    let mean: Vec<f64> = sums[..channels].iter().map(|s| s / rows).collect();
-    let var = sums[channels..]
-        .iter()
-        .zip(&mean)
-        .map(|(sq, m)| (sq / rows - m * m).max(0.0) as f32)
-        .collect();
-    (mean.into_iter().map(|m| m as f32).collect(), var)
+    let mut mean = Vec::with_capacity(channels);
+    let mut var = Vec::with_capacity(channels);
+    for ch in 0..channels {
+        let d_mean = sums[ch] / rows;
+        mean.push((shift[ch] as f64 + d_mean) as f32);
+        var.push((sums[channels + ch] / rows - d_mean * d_mean).max(0.0) as f32);
+    }
+    (mean, var)
 }
 
 /// Batch norm's `(scale, shift)`: `gamma / sqrt(var + eps)` and `beta - mean * scale`.
@@ -371,37 +380,46 @@ pub fn batch_norm_backward(
         .map(|v| (1.0 / (*v as f64 + epsilon).sqrt()) as f32)
         .collect();
     let sums = chunked_sums_pair(y, da, channels, |y_row, da_row, acc| {
-        for ch in 0..channels {
-            let x_hat = (y_row[ch] - mean[ch]) * inv_std[ch];
-            acc[ch] += da_row[ch] as f64;
-            acc[channels + ch] += (da_row[ch] * x_hat) as f64;
+        let (sum, dot) = acc.split_at_mut(channels);
+        let per_channel = sum.iter_mut().zip(dot).zip(mean.iter().zip(&inv_std));
+        for (((s, d), (m, i)), (y, g)) in per_channel.zip(y_row.iter().zip(da_row)) {
+            *s += g;
+            *d += g * ((y - m) * i);
         }
     });
-    let rows = (y.len() / channels) as f32;
+    let rows = y.len() / channels;
     for ch in 0..channels {
         dbeta[ch] = sums[ch] as f32;
         dgamma[ch] = sums[channels + ch] as f32;
     }
-    let mean_da: Vec<f32> = dbeta.iter().map(|s| s / rows).collect();
-    let mean_da_x: Vec<f32> = dgamma.iter().map(|s| s / rows).collect();
-    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, i)| g * i).collect();
+    // dy = scale * (da - mean_da - x_hat * mean_da_x) = da * scale + (y - mean) * k + b per
+    // channel, with the constants folded: one multiply-add pair per element.
+    let mut slope = Vec::with_capacity(channels);
+    let mut offset = Vec::with_capacity(channels);
+    for ch in 0..channels {
+        let scale = gamma[ch] as f64 * inv_std[ch] as f64;
+        let mean_da = sums[ch] / rows as f64;
+        let mean_da_x = sums[channels + ch] / rows as f64;
+        let k = -scale * mean_da_x * inv_std[ch] as f64;
+        slope.push((scale as f32, k as f32));
+        offset.push((-scale * mean_da - k * mean[ch] as f64) as f32);
+    }
     da.par_chunks_mut(REDUCE_ROWS * channels)
         .zip(y.par_chunks(REDUCE_ROWS * channels))
         .for_each(|(da, y)| {
             for (da, y) in da.chunks_exact_mut(channels).zip(y.chunks_exact(channels)) {
-                for ch in 0..channels {
-                    let x_hat = (y[ch] - mean[ch]) * inv_std[ch];
-                    da[ch] = scale[ch] * (da[ch] - mean_da[ch] - x_hat * mean_da_x[ch]);
+                for ((d, y), ((s, k), b)) in da.iter_mut().zip(y).zip(slope.iter().zip(&offset)) {
+                    *d = *d * s + y * k + b;
                 }
             }
         });
 }
 
-/// Per-column sums of a row-major `[rows, columns]` matrix, in f64, written as f32.
+/// Per-column sums of a row-major `[rows, columns]` matrix, written as f32.
 pub fn column_sums(m: &[f32], columns: usize, out: &mut [f32]) {
     let sums = chunked_sums(m, columns, 1, |row, acc| {
         for (a, v) in acc.iter_mut().zip(row) {
-            *a += *v as f64;
+            *a += v;
         }
     });
     for (o, s) in out.iter_mut().zip(sums) {
@@ -409,18 +427,18 @@ pub fn column_sums(m: &[f32], columns: usize, out: &mut [f32]) {
     }
 }
 
-/// Sums `width * per_row(row)` accumulators over fixed chunks of rows, chunk totals added in
-/// chunk order.
+/// Sums `width * accumulators` values over fixed chunks of rows: within a chunk in f32 (one
+/// vector lane per channel), chunk totals in f64, added in chunk order.
 fn chunked_sums(
     m: &[f32],
     width: usize,
     accumulators: usize,
-    per_row: impl Fn(&[f32], &mut [f64]) + Sync,
+    per_row: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Vec<f64> {
-    let partials: Vec<Vec<f64>> = m
+    let partials: Vec<Vec<f32>> = m
         .par_chunks(REDUCE_ROWS * width)
         .map(|chunk| {
-            let mut acc = vec![0.0f64; width * accumulators];
+            let mut acc = vec![0.0f32; width * accumulators];
             for row in chunk.chunks_exact(width) {
                 per_row(row, &mut acc);
             }
@@ -435,13 +453,13 @@ fn chunked_sums_pair(
     a: &[f32],
     b: &[f32],
     width: usize,
-    per_row: impl Fn(&[f32], &[f32], &mut [f64]) + Sync,
+    per_row: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
 ) -> Vec<f64> {
-    let partials: Vec<Vec<f64>> = a
+    let partials: Vec<Vec<f32>> = a
         .par_chunks(REDUCE_ROWS * width)
         .zip(b.par_chunks(REDUCE_ROWS * width))
         .map(|(a, b)| {
-            let mut acc = vec![0.0f64; width * 2];
+            let mut acc = vec![0.0f32; width * 2];
             for (a, b) in a.chunks_exact(width).zip(b.chunks_exact(width)) {
                 per_row(a, b, &mut acc);
             }
@@ -451,11 +469,11 @@ fn chunked_sums_pair(
     add_in_order(partials, width * 2)
 }
 
-fn add_in_order(partials: Vec<Vec<f64>>, len: usize) -> Vec<f64> {
+fn add_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f64> {
     let mut total = vec![0.0f64; len];
     for partial in partials {
         for (t, p) in total.iter_mut().zip(partial) {
-            *t += p;
+            *t += p as f64;
         }
     }
     total

@@ -20,6 +20,8 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::bench::peak_rss_mib;
+
 /// One benchmarked configuration: a table row name and PML's class names with their defaults.
 struct Config {
     name: &'static str,
@@ -312,12 +314,4 @@ fn batch(n: usize, d: usize, per_class: usize, seed: u64) -> (Vec<f32>, Vec<i64>
         .collect();
     let labels = (0..n).map(|i| (i / per_class) as i64).collect();
     (x, labels)
-}
-
-/// The process's peak resident memory (`VmHWM`), MiB; `None` where /proc is unavailable.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }

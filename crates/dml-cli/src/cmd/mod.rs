@@ -21,6 +21,7 @@ macro_rules! outln {
 pub mod bench;
 pub mod bench_eval;
 pub mod bench_losses;
+pub mod bench_train;
 pub mod embed;
 pub mod eval;
 pub mod experiment;

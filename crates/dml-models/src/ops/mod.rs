@@ -14,6 +14,8 @@
 mod autodiff;
 mod flex;
 
+use std::cell::Cell;
+
 use burn::backend::{
     Backend, DispatchDevice, ExtensionType, backend_extension, tensor::FloatTensor,
 };
@@ -138,13 +140,39 @@ pub trait NetOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
+thread_local! {
+    /// Set inside [`with_composed_ops`].
+    static COMPOSED: Cell<bool> = const { Cell::new(false) };
+    /// Operations of the convolutions run on this thread, for [`count_flops`].
+    static FLOPS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `f` with burn's composed operations on every backend, dml's kernels off: the
+/// baseline of `dml bench train` and of the equivalence tests. Scoped to the calling thread,
+/// where a network's forward pass runs.
+pub fn with_composed_ops<R>(f: impl FnOnce() -> R) -> R {
+    let before = COMPOSED.replace(true);
+    let result = f();
+    COMPOSED.set(before);
+    result
+}
+
+/// Runs `f` and returns the floating-point operations (two per multiply-add) of the
+/// convolutions it ran through dml's kernels on this thread.
+pub fn count_flops<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let before = FLOPS.replace(0);
+    let result = f();
+    (result, FLOPS.replace(before))
+}
+
 /// Whether tensors on `device` go through [`NetOps`] (Flex, with or without autodiff) rather
 /// than burn's composed operations.
 pub fn uses_kernels(device: &Device) -> bool {
-    matches!(
-        device.clone().inner().as_dispatch(),
-        DispatchDevice::Flex(_)
-    )
+    !COMPOSED.get()
+        && matches!(
+            device.clone().inner().as_dispatch(),
+            DispatchDevice::Flex(_)
+        )
 }
 
 type Dispatch = burn::backend::Dispatch;
@@ -156,6 +184,14 @@ pub(crate) fn conv2d(
     bias: Option<Tensor<1>>,
     spec: ConvSpec,
 ) -> Tensor<4> {
+    let [b, h, w, c] = x.dims();
+    let [out, _, kh, kw] = weight.dims();
+    let [oh, ow] = [0, 1].map(|a| {
+        let side = [h, w][a] + 2 * spec.padding[a];
+        side.saturating_sub(spec.kernel[a]) / spec.stride[a] + 1
+    });
+    let flops = 2 * (b * oh * ow) as u64 * (kh * kw * c * out) as u64;
+    FLOPS.set(FLOPS.get().saturating_add(flops));
     Tensor::from_dispatch(<Dispatch as NetOps>::conv2d_nhwc(
         x.into_dispatch(),
         weight.into_dispatch(),
