@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Time whole training steps in PyTorch + pytorch-metric-learning: the PyTorch side of
-`dml bench train --torch PYTHON`, and the reference for crates/dml-models/examples/train_step.rs.
+`dml bench train --torch PYTHON`.
 
 One step = forward, metric loss, backward, Adam step, on a fixed random batch built once (no
 data loading), for the networks dml builds, each with the `direct` head (Linear to 128):
@@ -12,7 +12,7 @@ data loading), for the networks dml builds, each with the `direct` head (Linear 
 The loss is PML's `TripletMarginLoss(margin=0.2)` on the triplets of `BatchHardMiner()` (both
 with PML's default distance, LpDistance on L2-normalised embeddings), the labels in P x K
 order (each class's K samples consecutive, as dml's P x K sampler lays them out). `--loss
-mean-square` uses train_step.rs's stand-in instead, `mean(e^2)` over the embeddings. Adam has
+mean-square` uses the earlier stand-in loss instead, `mean(e^2)` over the embeddings. Adam has
 PyTorch's defaults with lr 1e-4. Weights, images and labels come from seed 0.
 
 Times per step (milliseconds, wall clock, each phase ended by the host returning):

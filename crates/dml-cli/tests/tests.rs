@@ -1,6 +1,7 @@
 //! CLI integration tests: one binary that runs `dml` as a user would.
 
 mod bench_losses;
+mod bench_train;
 mod common;
 mod data_paths;
 mod eval;

@@ -150,6 +150,25 @@ impl Conv2dGeometry {
         (65_536 / self.depth()).max(256)
     }
 
+    /// Runs `f` on the im2col rows `row0..row0 + rows` of `x`: the input itself for a
+    /// pointwise convolution, else built in a per-thread buffer.
+    fn with_im2col<R>(
+        &self,
+        x: &[f32],
+        row0: usize,
+        rows: usize,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> R {
+        let k = self.depth();
+        if self.is_pointwise() {
+            return f(&x[row0 * k..(row0 + rows) * k]);
+        }
+        scratch::with_buffer(rows * k, |col| {
+            self.im2col(x, row0, col);
+            f(col)
+        })
+    }
+
     /// Writes the im2col rows `row0..row0 + col.len() / depth` of `x` into `col`.
     fn im2col(&self, x: &[f32], row0: usize, col: &mut [f32]) {
         let depth = self.depth();
@@ -242,8 +261,7 @@ pub fn conv2d_forward(
         .enumerate()
         .for_each(|(t, y_tile)| {
             let (row0, rows) = (t * tile, y_tile.len() / n);
-            if g.is_pointwise() {
-                let a = &x[row0 * k..(row0 + rows) * k];
+            g.with_im2col(x, row0, rows, |a| {
                 matmul_serial(
                     a,
                     Transpose::No,
@@ -255,24 +273,8 @@ pub fn conv2d_forward(
                     y_tile,
                     0.0,
                     1.0,
-                );
-            } else {
-                scratch::with_buffer(rows * k, |col| {
-                    g.im2col(x, row0, col);
-                    matmul_serial(
-                        col,
-                        Transpose::No,
-                        weight,
-                        Transpose::No,
-                        rows,
-                        n,
-                        k,
-                        y_tile,
-                        0.0,
-                        1.0,
-                    );
-                });
-            }
+                )
+            });
             if let Some(bias) = bias {
                 for pixel in y_tile.chunks_exact_mut(n) {
                     for (v, b) in pixel.iter_mut().zip(bias) {
@@ -345,8 +347,8 @@ pub fn conv2d_backward(
                 let rows = tile.min(rows_end - row0);
                 let dy_tile = &dy[row0 * n..(row0 + rows) * n];
                 let accumulate = if row0 == rows_begin { 0.0 } else { 1.0 };
-                if g.is_pointwise() {
-                    let a = &x[row0 * k..(row0 + rows) * k];
+                g.with_im2col(x, row0, rows, |a| {
+                    let dw = &mut dw;
                     matmul_serial(
                         a,
                         Transpose::Yes,
@@ -355,11 +357,15 @@ pub fn conv2d_backward(
                         k,
                         n,
                         rows,
-                        &mut dw,
+                        dw,
                         accumulate,
                         1.0,
-                    );
-                    if let Some(dx) = dx_part.as_deref_mut() {
+                    )
+                });
+                if let Some(dx) = dx_part.as_deref_mut() {
+                    // Input-gradient rows: written in place for a pointwise convolution, else
+                    // built per tile and added back into their input pixels.
+                    if g.is_pointwise() {
                         let dst = &mut dx[row0 * k - dx_offset..(row0 + rows) * k - dx_offset];
                         matmul_serial(
                             dy_tile,
@@ -373,24 +379,8 @@ pub fn conv2d_backward(
                             0.0,
                             1.0,
                         );
-                    }
-                } else {
-                    scratch::with_buffer(rows * k, |col| {
-                        g.im2col(x, row0, col);
-                        matmul_serial(
-                            col,
-                            Transpose::Yes,
-                            dy_tile,
-                            Transpose::No,
-                            k,
-                            n,
-                            rows,
-                            &mut dw,
-                            accumulate,
-                            1.0,
-                        );
-                        if let Some(dx) = dx_part.as_deref_mut() {
-                            // The im2col rows are spent: reuse the buffer for their gradient.
+                    } else {
+                        scratch::with_buffer(rows * k, |dcol| {
                             matmul_serial(
                                 dy_tile,
                                 Transpose::No,
@@ -399,13 +389,13 @@ pub fn conv2d_backward(
                                 rows,
                                 k,
                                 n,
-                                col,
+                                dcol,
                                 0.0,
                                 1.0,
                             );
-                            g.col2im_add(col, row0, dx, dx_offset);
-                        }
-                    });
+                            g.col2im_add(dcol, row0, dx, dx_offset);
+                        });
+                    }
                 }
                 row0 += rows;
             }
