@@ -1,13 +1,13 @@
 //! The network operations dml computes with its own CPU kernels, as a burn backend extension.
 //!
 //! [`NetOps`] is a `#[backend_extension]` trait with two implementations: Flex's
-//! ([`flex`], the kernels of `dml-kernels` on Flex's tensors) and `Autodiff`'s ([`autodiff`],
+//! (`ops/flex.rs`, the kernels of `dml-kernels` on Flex's tensors) and `Autodiff`'s (`ops/autodiff.rs`,
 //! which records each operation with a hand-written backward that calls the Flex backward
 //! kernels). Parameters stay burn `Param`s of burn modules (`Conv2d`, `BatchNorm`), so
 //! optimisers, checkpoints and weight files see no difference.
 //!
 //! Activations between these operations are channels-last, `[batch, h, w, channels]`
-//! (see [`crate::layers`]). Other backends (wgpu) take burn's composed operations instead,
+//! (the layers in `layers.rs`). Other backends (wgpu) take burn's composed operations instead,
 //! chosen per call by [`uses_kernels`]: the same computation in burn's NCHW layout, which is
 //! what the GPU kernels are built for.
 
