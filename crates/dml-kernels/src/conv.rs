@@ -363,10 +363,9 @@ pub fn conv2d_backward(
                     )
                 });
                 if let Some(dx) = dx_part.as_deref_mut() {
-                    // Input-gradient rows: written in place for a pointwise convolution, else
-                    // built per tile and added back into their input pixels.
-                    if g.is_pointwise() {
-                        let dst = &mut dx[row0 * k - dx_offset..(row0 + rows) * k - dx_offset];
+                    // Input-gradient rows `dy * W^T`: written in place for a pointwise
+                    // convolution, else built per tile and added back into their pixels.
+                    let dx_rows = |dst: &mut [f32]| {
                         matmul_serial(
                             dy_tile,
                             Transpose::No,
@@ -378,21 +377,13 @@ pub fn conv2d_backward(
                             dst,
                             0.0,
                             1.0,
-                        );
+                        )
+                    };
+                    if g.is_pointwise() {
+                        dx_rows(&mut dx[row0 * k - dx_offset..(row0 + rows) * k - dx_offset]);
                     } else {
                         scratch::with_buffer(rows * k, |dcol| {
-                            matmul_serial(
-                                dy_tile,
-                                Transpose::No,
-                                weight,
-                                Transpose::Yes,
-                                rows,
-                                k,
-                                n,
-                                dcol,
-                                0.0,
-                                1.0,
-                            );
+                            dx_rows(dcol);
                             g.col2im_add(dcol, row0, dx, dx_offset);
                         });
                     }
