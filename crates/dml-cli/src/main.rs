@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod alloc;
+#[macro_use]
 mod cmd;
 mod device;
 
@@ -16,7 +17,7 @@ mod device;
 #[command(name = "dml", version, about, propagate_version = true)]
 struct Cli {
     /// Worker threads for numeric kernels (default: all cores).
-    #[arg(long, global = true, value_name = "NUM")]
+    #[arg(long, global = true, value_name = "NUM", value_parser = cmd::threads_arg())]
     threads: Option<usize>,
     /// Where networks train and embed: cpu, or wgpu (a GPU; needs a build with
     /// --features wgpu).
@@ -61,9 +62,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Experiment(args) => cmd::experiment::run(args, cli.device),
         Command::Report(args) => cmd::report::run(args),
-        Command::Train(args) => cmd::train::run(args, cli.device),
+        Command::Train(args) => cmd::train::run(args, cli.device, cli.threads),
         Command::Embed(args) => cmd::embed::run(args, cli.device),
-        Command::Run(args) => cmd::run::run(args, cli.device),
+        Command::Run(args) => cmd::run::run(args, cli.device, cli.threads),
         Command::Search(args) => cmd::search::run(args, cli.device),
     }
 }
@@ -77,7 +78,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("dml: error: {}", one_line(&err));
+            errln!("dml: error: {}", one_line(&err));
             ExitCode::from(2)
         }
     }

@@ -1,24 +1,11 @@
 //! `dml eval` on .npy and text files written here: the PML reference cases end to end (table
 //! and JSON), and one-line errors with exit code 2 for bad inputs.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use npyz::WriterBuilder;
 use serde_json::Value;
 
-use crate::common::{arg, dml, repo_root};
-
-fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], values: &[T]) {
-    let mut writer = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(File::create(path).unwrap())
-        .begin_nd()
-        .unwrap();
-    writer.extend(values.iter().copied()).unwrap();
-    writer.finish().unwrap();
-}
+use crate::common::{arg, dml, repo_root, write_npy};
 
 fn fixture(name: &str) -> Value {
     let text = std::fs::read_to_string(repo_root().join("fixtures/pml").join(name)).unwrap();

@@ -4,25 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::common::dml;
-
-/// A minimal `.npy` (format 1.0, little-endian f32, C order) of shape `[rows, cols]`.
-fn write_npy_f32(path: &Path, rows: usize, cols: usize, values: &[f32]) {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
-}
+use crate::common::{dml, write_npy};
 
 /// One record as `dml experiment` writes it; recall rises over three evaluations.
 fn record(loss: &str, seed: u64, recall: f64, with_embeddings: bool) -> serde_json::Value {
@@ -61,7 +43,7 @@ fn write_results(dir: &Path) -> std::path::PathBuf {
                 }
         })
         .collect();
-    write_npy_f32(&dir.join("emb.npy"), n, d, &values);
+    write_npy(&dir.join("emb.npy"), &[n as u64, d as u64], &values);
     let labels: String = (0..n).map(|i| format!("class{}\n", i % 3)).collect();
     std::fs::write(dir.join("emb.labels.txt"), labels).unwrap();
     let mut lines = String::new();

@@ -1,5 +1,6 @@
 //! CLI integration tests: one binary that runs `dml` as a user would.
 
+mod bad_input;
 mod bench_losses;
 mod bench_train;
 mod common;

@@ -1,9 +1,13 @@
-//! Shared numeric building blocks for the dml crates.
+//! Shared building blocks for the dml crates.
 //!
 //! - [`Real`]: the floating-point types dml kernels are generic over (`f32`, `f64`).
 //! - [`linalg`]: safe wrappers over the `gemm` crate for row-major matrices, the one place
 //!   where dml calls into BLAS-like code. Both the loss kernels (distance matrices and their
 //!   gradients) and the k-NN engine go through it.
+//! - [`text`]: the decoder every text input goes through (byte-order marks, UTF-16, invalid
+//!   UTF-8 named by line, CRLF).
+//! - [`atomic`]: atomic replacement of one file or of a set of files (embeddings with their
+//!   labels and paths), shared by every crate that writes results readers rely on.
 //!
 //! ```
 //! use dml_core::linalg::{matmul, Transpose};
@@ -16,7 +20,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod linalg;
+pub mod text;
 
 /// A floating-point type dml kernels run in: `f32` (training) or `f64` (reference checks).
 pub trait Real:

@@ -158,9 +158,49 @@ pub enum Error {
         /// The dataset's length.
         len: usize,
     },
+    /// A text file is not UTF-8 (UTF-16, or bytes that are not UTF-8 on some line).
+    #[error("{}: {source}", path.display())]
+    Text {
+        /// The text file.
+        path: PathBuf,
+        /// What is wrong with its encoding, and on which line.
+        source: dml_core::text::TextError,
+    },
+    /// Files in a folder whose names are not UTF-8: dml names files by UTF-8 paths, so they
+    /// could neither be listed nor opened again by name.
+    #[error("{}: {}", folder.display(), non_utf8(names))]
+    NonUtf8Names {
+        /// The folder listed.
+        folder: PathBuf,
+        /// Each such path, relative to the folder, with its bad bytes shown as U+FFFD.
+        names: Vec<String>,
+    },
+    /// A file, zip entry or inflated .mat variable is larger than [`crate::Limits::max_file_mib`]
+    /// allows (by its own header or by what it holds).
+    #[error("{} {detail}, above data.limits.max_file_mib = {limit_mib}", path.display())]
+    FileTooLarge {
+        /// The file (inside a zip archive: `archive.zip/entry`).
+        path: PathBuf,
+        /// Its size, as far as it was read ("is 4096 MiB", "is more than 256 MiB").
+        detail: String,
+        /// The limit, MiB.
+        limit_mib: u64,
+    },
+    /// An image whose header claims more pixels than [`crate::Limits::max_image_megapixels`]
+    /// allows; it is refused before its pixels are decoded.
+    #[error("{path} is {}, above data.limits.max_image_megapixels = {limit_megapixels}", size.map_or("too large to decode".to_owned(), |(w, h)| format!("{w} x {h} pixels")))]
+    ImageTooLarge {
+        /// The image (see [`crate::Dataset::describe`]).
+        path: String,
+        /// Width and height from its header, when the decoder got that far.
+        size: Option<(u32, u32)>,
+        /// The limit, megapixels.
+        limit_megapixels: u64,
+    },
     /// Several images of a dataset cannot be read or decoded ([`crate::Loader::preload`]);
-    /// each error names its file, in dataset order.
-    #[error("{} images cannot be read: {}", errors.len(), errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    /// each error names its file, in dataset order. The message shows the first 20 and
+    /// counts the rest.
+    #[error("{} images cannot be read: {}", errors.len(), first_errors(errors))]
     UnreadableImages {
         /// One error per bad image (at least two; a single one is returned as itself).
         errors: Vec<Error>,
@@ -170,9 +210,53 @@ pub enum Error {
     WorkerFailed,
 }
 
+/// How many errors of [`Error::UnreadableImages`] its message lists.
+const SHOWN_ERRORS: usize = 20;
+
+/// The first [`SHOWN_ERRORS`] errors, then how many more there are.
+fn first_errors(errors: &[Error]) -> String {
+    let mut text: Vec<String> = errors
+        .iter()
+        .take(SHOWN_ERRORS)
+        .map(ToString::to_string)
+        .collect();
+    if errors.len() > SHOWN_ERRORS {
+        text.push(format!("and {} more", errors.len() - SHOWN_ERRORS));
+    }
+    text.join("; ")
+}
+
+/// "file name is not valid UTF-8: x" or "3 file names are not valid UTF-8: x, y, z".
+fn non_utf8(names: &[String]) -> String {
+    let what = match names.len() {
+        1 => "file name is".to_owned(),
+        n => format!("{n} file names are"),
+    };
+    let mut shown: Vec<&str> = names
+        .iter()
+        .take(SHOWN_ERRORS)
+        .map(String::as_str)
+        .collect();
+    let more = format!("and {} more", names.len().saturating_sub(SHOWN_ERRORS));
+    if names.len() > SHOWN_ERRORS {
+        shown.push(&more);
+    }
+    format!(
+        "{what} not valid UTF-8: {} (rename them: dml names files by UTF-8 paths)",
+        shown.join(", ")
+    )
+}
+
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn text(path: impl Into<PathBuf>, source: dml_core::text::TextError) -> Self {
+        Error::Text {
             path: path.into(),
             source,
         }

@@ -8,6 +8,10 @@
 //!   [`SopDataset`], [`InShopDataset`] (native layouts with their standard class-disjoint
 //!   [`DatasetSplits`]), [`OmniglotDataset`], and [`ImageFiles`] (loose unlabelled images). Any of them reads from a folder or straight
 //!   from a zip archive ([`ImageStore`]). [`DatasetSource`] names any of them in a run config.
+//!   Text inputs go through [`dml_core::text`] (byte-order marks, UTF-16, invalid UTF-8 named
+//!   by line); CSV lists follow RFC 4180 quoting.
+//! - [`Limits`]: the largest file and image any reader accepts, checked against headers
+//!   before anything is allocated, so a lying header costs an error, not gigabytes.
 //! - [`SyntheticGlyphsConfig`]: built-in random stroke glyphs, no files needed, drawn on
 //!   demand from `(seed, class, sample)`, with a `modes` knob for multi-modal classes.
 //! - [`PipelineConfig`] / [`Pipeline`]: decode, grey or RGB, resize, random crop / flip /
@@ -39,6 +43,7 @@ mod cache;
 mod dataset;
 mod error;
 mod glyph;
+mod limits;
 mod loader;
 mod mat5;
 mod sampler;
@@ -57,6 +62,7 @@ pub use dataset::{
 };
 pub use error::Error;
 pub use glyph::{GlyphJitter, SyntheticGlyphs, SyntheticGlyphsConfig};
+pub use limits::Limits;
 pub use loader::{Batch, Batches, Loader, LoaderConfig};
 pub use sampler::{
     BatchSampler, NPairSampler, NPairSamplerConfig, PkSampler, PkSamplerConfig, SmallClassPolicy,

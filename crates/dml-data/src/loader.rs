@@ -98,7 +98,7 @@ enum Augment {
 /// the deterministic evaluation transform.
 ///
 /// A training loader caches prepared images ([`LoaderConfig::cache_mib`]); clones share the
-/// cache. [`Loader::preload`] fills it up front.
+/// cache. [`Loader::preload`] fills it up front and checks what it does not hold.
 #[derive(Clone)]
 pub struct Loader {
     dataset: Arc<dyn Dataset>,
@@ -169,38 +169,55 @@ impl Loader {
         self.cache.as_ref().map(|c| c.stats())
     }
 
-    /// Decodes and prepares the dataset's images into the cache up front, on rayon's
-    /// threads, and returns how full it is then (`None`, doing nothing, without a cache).
+    /// Reads the whole dataset up front, on rayon's threads, so an unreadable image is
+    /// reported before the first batch instead of when its batch comes up hours later.
+    /// Returns how full the cache is then (`None` without a cache).
     ///
-    /// Stops decoding once an image does not fit in what is left of the budget: the rest
-    /// would be decoded again at every use anyway. When every image fits
-    /// ([`CacheStats::is_complete`]) the whole dataset has been checked, so a corrupt image
-    /// is reported before training starts; unreadable images are all reported at once, in
-    /// dataset order ([`Error::UnreadableImages`], or the one error when there is one).
-    /// Batches do not depend on whether or how far it ran.
+    /// With a cache, images are decoded and prepared into it until one does not fit in what
+    /// is left of the budget (the rest would be decoded again at every use anyway). Every
+    /// image the cache does not hold then (all of them without a cache, as in an evaluation
+    /// loader) gets a header check ([`Dataset::check_image`]): its file is read and its
+    /// header parsed, within the [`crate::Limits`], without decoding pixels. Unreadable
+    /// images are all reported at once, in dataset order ([`Error::UnreadableImages`], or
+    /// the one error when there is one). Batches do not depend on whether or how far it ran.
     pub fn preload(&self) -> Result<Option<CacheStats>, Error> {
-        let Some(cache) = &self.cache else {
-            return Ok(None);
+        let len = self.dataset.len();
+        let mut failed: Vec<(usize, Error)> = match &self.cache {
+            Some(cache) => {
+                let full = AtomicBool::new(false);
+                (0..len)
+                    .into_par_iter()
+                    .filter_map(|index| {
+                        if full.load(Ordering::Relaxed) {
+                            return None;
+                        }
+                        match self.prepared(cache, index) {
+                            Ok((_, true)) => None,
+                            Ok((_, false)) => {
+                                full.store(true, Ordering::Relaxed);
+                                None
+                            }
+                            Err(e) => Some((index, e)),
+                        }
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
         };
-        let full = AtomicBool::new(false);
-        let mut errors: Vec<Error> = (0..self.dataset.len())
+        let decoded = |index: usize| {
+            self.cache.as_ref().is_some_and(|c| c.get(index).is_some())
+                || failed.binary_search_by_key(&index, |(i, _)| *i).is_ok()
+        };
+        let unchecked: Vec<usize> = (0..len).filter(|&i| !decoded(i)).collect();
+        let checked: Vec<(usize, Error)> = unchecked
             .into_par_iter()
-            .filter_map(|index| {
-                if full.load(Ordering::Relaxed) {
-                    return None;
-                }
-                match self.prepared(cache, index) {
-                    Ok((_, true)) => None,
-                    Ok((_, false)) => {
-                        full.store(true, Ordering::Relaxed);
-                        None
-                    }
-                    Err(e) => Some(e),
-                }
-            })
+            .filter_map(|index| self.dataset.check_image(index).err().map(|e| (index, e)))
             .collect();
+        failed.extend(checked);
+        failed.sort_by_key(|(index, _)| *index);
+        let mut errors: Vec<Error> = failed.into_iter().map(|(_, e)| e).collect();
         match errors.len() {
-            0 => Ok(Some(cache.stats())),
+            0 => Ok(self.cache_stats()),
             1 => Err(errors.remove(0)),
             _ => Err(Error::UnreadableImages { errors }),
         }
@@ -711,6 +728,87 @@ mod tests {
         );
         // The good ones are kept.
         assert_eq!(two_bad.cache_stats().unwrap().images, 3);
+    }
+
+    /// A list of `a/{i}.png` for each `i` of `images`, each a good PNG or, where `bad`, the
+    /// given bytes.
+    fn folder_list(tree: &TempTree, images: &[Option<&[u8]>]) -> Arc<dyn Dataset> {
+        for (i, bad) in images.iter().enumerate() {
+            match bad {
+                Some(bytes) => tree.write(&format!("a/{i}.png"), bytes),
+                None => tree.write_png(&format!("a/{i}.png"), i as u8),
+            }
+        }
+        let store = ImageStore::open(tree.root()).unwrap();
+        let entries = (0..images.len())
+            .map(|i| ImageEntry {
+                path: format!("a/{i}.png"),
+                class: "a".into(),
+                super_class: None,
+                origin: None,
+            })
+            .collect();
+        Arc::new(ImageList::new(store, entries, "t").unwrap())
+    }
+
+    #[test]
+    fn without_a_cache_preload_checks_every_header_and_reports_all_bad_files_at_once() {
+        let tree = TempTree::new();
+        let truncated = &crate::test_support::png_bytes(6, 4, 0)[..20];
+        let ds = folder_list(
+            &tree,
+            &[None, Some(truncated), None, None, Some(b"garbage"), None],
+        );
+        let p = || PipelineConfig::characters(4).init().unwrap();
+        for loader in [
+            Loader::train(ds.clone(), p(), cached(0, 1), 0).unwrap(),
+            Loader::eval(ds.clone(), p(), LoaderConfig::default()).unwrap(),
+        ] {
+            let err = loader.preload().unwrap_err();
+            let msg = err.to_string();
+            let Error::UnreadableImages { errors } = &err else {
+                panic!("{msg}")
+            };
+            assert_eq!(errors.len(), 2, "{msg}");
+            assert!(
+                msg.starts_with("2 images cannot be read: cannot decode image")
+                    && msg.contains("a/1.png")
+                    && msg.contains("a/4.png"),
+                "{msg}"
+            );
+        }
+        // A cache too small for the whole dataset: what it does not hold is checked too.
+        let ds = folder_list(&tree, &[None, None, None, Some(b"garbage")]);
+        let small = PipelineConfig::characters(256).init().unwrap();
+        let partial = Loader::train(ds, small, cached(1, 1), 0).unwrap();
+        let err = partial.preload().unwrap_err();
+        assert!(err.to_string().contains("a/3.png"), "{err}");
+        assert!(!partial.cache_stats().unwrap().is_complete());
+    }
+
+    #[test]
+    fn the_header_check_does_not_decode_and_long_error_lists_are_cut() {
+        let ds = Counting::new(glyphs());
+        let loader = Loader::eval(ds.clone(), flipped(32), LoaderConfig::default()).unwrap();
+        assert_eq!(loader.preload().unwrap(), None);
+        // `Counting` has no cheaper check than loading: the default loads each image once.
+        assert_eq!(ds.loads(), 48);
+
+        let tree = TempTree::new();
+        let bad: Vec<Option<&[u8]>> = vec![Some(b"garbage"); 25];
+        let loader = Loader::eval(
+            folder_list(&tree, &bad),
+            PipelineConfig::characters(4).init().unwrap(),
+            LoaderConfig::default(),
+        )
+        .unwrap();
+        let msg = loader.preload().unwrap_err().to_string();
+        assert!(msg.starts_with("25 images cannot be read: "), "{msg}");
+        assert!(
+            msg.contains("a/19.png") && !msg.contains("a/20.png"),
+            "{msg}"
+        );
+        assert!(msg.ends_with("; and 5 more"), "{msg}");
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! arrays, objects and complex numbers are rejected with an error. MATLAB 7.3 files are HDF5
 //! and are rejected with a hint to re-save them with `-v7`.
 //!
+//! Sizes in the file are checked before they are trusted: every element must lie inside its
+//! parent, counts of cells and structs must fit in the bytes that hold them, nesting is at
+//! most [`MAX_DEPTH`] deep, and compressed variables inflate to at most the caller's limit
+//! in all, so memory stays proportional to the file and the limit.
+//!
 //! Format: MathWorks, "MAT-File Format" (matfile_format.pdf), chapter 1.
 
 use std::io::Read;
@@ -56,14 +61,22 @@ impl MatValue {
 pub(crate) struct MatError {
     pub(crate) offset: usize,
     pub(crate) reason: String,
+    /// The compressed variables, from the one at `offset` on, inflate past the limit given
+    /// to [`read_variables`].
+    pub(crate) too_large: bool,
 }
 
 fn fail<T>(offset: usize, reason: impl Into<String>) -> Result<T, MatError> {
     Err(MatError {
         offset,
         reason: reason.into(),
+        too_large: false,
     })
 }
+
+/// How deep cells and structs may nest: far beyond any annotation file, and shallow enough
+/// that a file of nested cells cannot overflow the stack of a worker thread.
+const MAX_DEPTH: usize = 64;
 
 const MI_INT8: u32 = 1;
 const MI_UINT8: u32 = 2;
@@ -87,8 +100,12 @@ const MX_CHAR: u32 = 4;
 const MX_NUMERIC: std::ops::RangeInclusive<u32> = 6..=15;
 const FLAG_COMPLEX: u32 = 0x800;
 
-/// Reads every top-level variable of a .mat file, in file order.
-pub(crate) fn read_variables(bytes: &[u8]) -> Result<Vec<(String, MatValue)>, MatError> {
+/// Reads every top-level variable of a .mat file, in file order; compressed variables may
+/// inflate to `max_inflated` bytes in all.
+pub(crate) fn read_variables(
+    bytes: &[u8],
+    max_inflated: u64,
+) -> Result<Vec<(String, MatValue)>, MatError> {
     if bytes.len() < 128 {
         return fail(0, "shorter than the 128-byte header");
     }
@@ -109,20 +126,37 @@ pub(crate) fn read_variables(bytes: &[u8]) -> Result<Vec<(String, MatValue)>, Ma
     };
     let mut vars = Vec::new();
     let mut pos = 128;
+    let mut inflate_budget = max_inflated;
+    // Structs without fields cost memory per element and nothing in the file: their count is
+    // bounded by the limit instead.
+    let max_bytes = usize::try_from(max_inflated.max(bytes.len() as u64)).unwrap_or(usize::MAX);
     while pos < bytes.len() {
-        let reader = Reader { bytes, big_endian };
+        let reader = Reader {
+            bytes,
+            big_endian,
+            max_bytes,
+        };
         let el = reader.element(pos)?;
         match el.ty {
-            MI_MATRIX => vars.push(reader.matrix(el.data_start, el.data_len)?),
+            MI_MATRIX => vars.push(reader.matrix(el.data_start, el.data_len, 0)?),
             MI_COMPRESSED => {
-                let data = &bytes[el.data_start..el.data_start + el.data_len];
                 let mut inflated = Vec::new();
-                flate2::read::ZlibDecoder::new(data)
+                flate2::read::ZlibDecoder::new(reader.data(&el))
+                    .take(inflate_budget.saturating_add(1))
                     .read_to_end(&mut inflated)
                     .or_else(|e| fail(el.data_start, format!("bad compressed data: {e}")))?;
+                if inflated.len() as u64 > inflate_budget {
+                    return Err(MatError {
+                        offset: pos,
+                        reason: "compressed variables inflate past the limit".into(),
+                        too_large: true,
+                    });
+                }
+                inflate_budget -= inflated.len() as u64;
                 let inner = Reader {
                     bytes: &inflated,
                     big_endian,
+                    max_bytes,
                 };
                 let m = inner.element(0).map_err(|e| MatError {
                     reason: format!(
@@ -139,7 +173,7 @@ pub(crate) fn read_variables(bytes: &[u8]) -> Result<Vec<(String, MatValue)>, Ma
                 }
                 vars.push(
                     inner
-                        .matrix(m.data_start, m.data_len)
+                        .matrix(m.data_start, m.data_len, 0)
                         .map_err(|e| MatError {
                             reason: format!(
                                 "{} (inside the compressed variable at byte {})",
@@ -173,11 +207,14 @@ struct Element {
 struct Reader<'a> {
     bytes: &'a [u8],
     big_endian: bool,
+    /// Most bytes the element table of an array may take when its elements take no bytes of
+    /// the file (structs without fields).
+    max_bytes: usize,
 }
 
 impl<'a> Reader<'a> {
     fn u32_at(&self, pos: usize) -> Result<u32, MatError> {
-        let Some(b) = self.bytes.get(pos..pos + 4) else {
+        let Some(b) = pos.checked_add(4).and_then(|end| self.bytes.get(pos..end)) else {
             return fail(pos, "unexpected end of data");
         };
         let b = [b[0], b[1], b[2], b[3]];
@@ -191,23 +228,35 @@ impl<'a> Reader<'a> {
     /// The element whose tag starts at `pos` (normal or small-element format).
     fn element(&self, pos: usize) -> Result<Element, MatError> {
         let first = self.u32_at(pos)?;
+        // `u32_at(pos)` succeeded, so `pos + 4` is in bounds and `pos + 8` cannot overflow.
         let (ty, data_start, data_len, next) = if first >> 16 != 0 {
             // Small element: size in the upper 16 bits, data in the tag's second word.
             let len = (first >> 16) as usize;
             if len > 4 {
                 return fail(pos, format!("small element claims {len} bytes"));
             }
-            (first & 0xffff, pos + 4, len, pos + 8)
+            (first & 0xffff, pos + 4, len, Some(pos + 8))
         } else {
             let len = self.u32_at(pos + 4)? as usize;
-            (first, pos + 8, len, pos + 8 + len.div_ceil(8) * 8)
+            let padded = len.div_ceil(8).checked_mul(8);
+            (
+                first,
+                pos + 8,
+                len,
+                padded.and_then(|p| (pos + 8).checked_add(p)),
+            )
         };
-        if data_start + data_len > self.bytes.len() {
+        let (Some(next), Some(_)) = (
+            next,
+            data_start
+                .checked_add(data_len)
+                .filter(|&end| end <= self.bytes.len()),
+        ) else {
             return fail(
                 pos,
                 format!("element of {data_len} bytes runs past the end of the data"),
             );
-        }
+        };
         Ok(Element {
             ty,
             data_start,
@@ -258,8 +307,17 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Parses the miMATRIX whose data is `bytes[start..start + len]` into (name, value).
-    fn matrix(&self, start: usize, len: usize) -> Result<(String, MatValue), MatError> {
+    /// Parses the miMATRIX whose data is `bytes[start..start + len]` into (name, value);
+    /// `depth` counts the arrays it is nested in.
+    fn matrix(
+        &self,
+        start: usize,
+        len: usize,
+        depth: usize,
+    ) -> Result<(String, MatValue), MatError> {
+        if depth > MAX_DEPTH {
+            return fail(start, format!("arrays nested more than {MAX_DEPTH} deep"));
+        }
         if len == 0 {
             // MATLAB writes an empty array as a matrix element with no content.
             return Ok((
@@ -296,7 +354,7 @@ impl<'a> Reader<'a> {
                 }
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let (item, next) = self.sub_matrix(pos, end)?;
+                    let (item, next) = self.sub_matrix(pos, end, depth)?;
                     items.push(item);
                     pos = next;
                 }
@@ -321,11 +379,19 @@ impl<'a> Reader<'a> {
                 if count.saturating_mul(fields.len()) > room {
                     return fail(start, format!("{count} structs cannot fit in {len} bytes"));
                 }
+                if fields.is_empty()
+                    && count.saturating_mul(size_of::<Vec<MatValue>>()) > self.max_bytes
+                {
+                    return fail(
+                        start,
+                        format!("{count} structs without fields are too many"),
+                    );
+                }
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
                     let mut values = Vec::with_capacity(fields.len());
                     for _ in 0..fields.len() {
-                        let (v, next) = self.sub_matrix(pos, end)?;
+                        let (v, next) = self.sub_matrix(pos, end, depth)?;
                         values.push(v);
                         pos = next;
                     }
@@ -376,9 +442,14 @@ impl<'a> Reader<'a> {
         Ok((name, value))
     }
 
-    /// Parses the nested miMATRIX element at `pos`, which must end by `end`; returns it and
-    /// the position after it.
-    fn sub_matrix(&self, pos: usize, end: usize) -> Result<(MatValue, usize), MatError> {
+    /// Parses the nested miMATRIX element at `pos`, which must end by `end`, inside an array
+    /// at `depth`; returns it and the position after it.
+    fn sub_matrix(
+        &self,
+        pos: usize,
+        end: usize,
+        depth: usize,
+    ) -> Result<(MatValue, usize), MatError> {
         if pos >= end {
             return fail(pos, "array ends before all its elements were read");
         }
@@ -389,7 +460,7 @@ impl<'a> Reader<'a> {
                 format!("expected a matrix element, found type {}", el.ty),
             );
         }
-        let (_, value) = self.matrix(el.data_start, el.data_len)?;
+        let (_, value) = self.matrix(el.data_start, el.data_len, depth + 1)?;
         Ok((value, el.next))
     }
 }
@@ -398,6 +469,10 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::test_support::{MatWrite, mat_file};
+    use proptest::prelude::*;
+
+    /// A limit on inflated bytes no test file reaches.
+    const LIMIT: u64 = 1 << 30;
 
     fn annotations() -> MatWrite {
         MatWrite::Struct(
@@ -432,7 +507,7 @@ mod tests {
                 ),
                 ("scores", MatWrite::Doubles(vec![0.5, -2.0, 1e9]), false),
             ]);
-            let vars = read_variables(&bytes).unwrap();
+            let vars = read_variables(&bytes, LIMIT).unwrap();
             let names: Vec<_> = vars.iter().map(|(n, _)| n.as_str()).collect();
             assert_eq!(names, ["annotations", "class_names", "scores"]);
             let MatValue::Struct {
@@ -465,15 +540,20 @@ mod tests {
     fn rejects_other_formats_and_truncation_with_an_offset() {
         let mut v73 = b"MATLAB 7.3 MAT-file".to_vec();
         v73.resize(200, b' ');
-        assert!(read_variables(&v73).unwrap_err().reason.contains("HDF5"));
         assert!(
-            read_variables(b"hello")
+            read_variables(&v73, LIMIT)
+                .unwrap_err()
+                .reason
+                .contains("HDF5")
+        );
+        assert!(
+            read_variables(b"hello", LIMIT)
                 .unwrap_err()
                 .reason
                 .contains("header")
         );
         let bytes = mat_file(&[("annotations", annotations(), false)]);
-        let err = read_variables(&bytes[..bytes.len() - 20]).unwrap_err();
+        let err = read_variables(&bytes[..bytes.len() - 20], LIMIT).unwrap_err();
         assert!(err.offset >= 128, "{err:?}");
         // A struct claiming 2^40 elements: an error, not an allocation failure.
         let mut huge = mat_file(&[("annotations", annotations(), false)]);
@@ -481,7 +561,7 @@ mod tests {
         assert_eq!(&huge[dims_at..dims_at + 8], &[1, 0, 0, 0, 2, 0, 0, 0]);
         huge[dims_at..dims_at + 8].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
         assert!(
-            read_variables(&huge)
+            read_variables(&huge, LIMIT)
                 .unwrap_err()
                 .reason
                 .contains("cannot fit")
@@ -489,6 +569,128 @@ mod tests {
         let mut corrupt = mat_file(&[("annotations", annotations(), true)]);
         let n = corrupt.len();
         corrupt[n - 10..].fill(0xAB);
-        assert!(read_variables(&corrupt).is_err());
+        assert!(read_variables(&corrupt, LIMIT).is_err());
+    }
+
+    #[test]
+    fn compressed_variables_inflate_no_further_than_the_limit() {
+        // 300,000 doubles: 2.4 MB inflated, a few KB compressed.
+        let bytes = mat_file(&[("big", MatWrite::Doubles(vec![0.0; 300_000]), true)]);
+        assert!(bytes.len() < 100_000);
+        let err = read_variables(&bytes, 1 << 20).unwrap_err();
+        assert!(err.too_large && err.offset == 128, "{err:?}");
+        assert_eq!(read_variables(&bytes, 4 << 20).unwrap().len(), 1);
+        // The limit holds for all compressed variables together.
+        let small = MatWrite::Doubles(vec![0.0; 100_000]);
+        let two = mat_file(&[
+            ("a", small, true),
+            ("b", MatWrite::Doubles(vec![1.0; 100_000]), true),
+        ]);
+        assert!(read_variables(&two, 1 << 20).unwrap_err().too_large);
+    }
+
+    #[test]
+    fn deep_nesting_and_fieldless_struct_counts_are_errors_not_crashes() {
+        let mut nested = MatWrite::U8(1);
+        for _ in 0..100 {
+            nested = MatWrite::Cell(vec![nested]);
+        }
+        let err = read_variables(&mat_file(&[("deep", nested, false)]), LIMIT).unwrap_err();
+        assert!(err.reason.contains("nested more than 64"), "{err:?}");
+        // A 1x1 struct without fields whose dimensions are patched to 2^31 x 2^31.
+        let mut huge = mat_file(&[("s", MatWrite::Struct(vec![], vec![vec![]]), false)]);
+        let dims_at = 128 + 8 + 16 + 8;
+        assert_eq!(&huge[dims_at..dims_at + 8], &[1, 0, 0, 0, 1, 0, 0, 0]);
+        huge[dims_at..dims_at + 8]
+            .copy_from_slice(&[0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f]);
+        let err = read_variables(&huge, LIMIT).unwrap_err();
+        assert!(err.reason.contains("without fields"), "{err:?}");
+    }
+
+    /// A leaf value to write, and what reading it gives.
+    fn leaf() -> impl Strategy<Value = (MatWrite, MatValue)> {
+        prop_oneof![
+            "\\PC{0,12}".prop_map(|s| (MatWrite::Char(s.clone()), MatValue::Char(s))),
+            any::<u8>().prop_map(|v| (
+                MatWrite::U8(v),
+                MatValue::Numeric {
+                    dims: vec![1, 1],
+                    data: vec![f64::from(v)]
+                }
+            )),
+            proptest::collection::vec(-1e9f64..1e9, 0..6).prop_map(|v| (
+                MatWrite::Doubles(v.clone()),
+                MatValue::Numeric {
+                    dims: vec![1, v.len()],
+                    data: v
+                }
+            )),
+        ]
+    }
+
+    /// A cell array of leaves and a struct array of two leaf fields.
+    fn variable() -> impl Strategy<Value = (MatWrite, MatValue)> {
+        prop_oneof![
+            proptest::collection::vec(leaf(), 0..5).prop_map(|items| {
+                let dims = vec![1, items.len()];
+                let (write, read): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+                (MatWrite::Cell(write), MatValue::Cell { dims, items: read })
+            }),
+            proptest::collection::vec((leaf(), leaf()), 0..4).prop_map(|items| {
+                let dims = vec![1, items.len()];
+                let (write, read): (Vec<_>, Vec<_>) = items
+                    .into_iter()
+                    .map(|((wa, ra), (wb, rb))| (vec![wa, wb], vec![ra, rb]))
+                    .unzip();
+                (
+                    MatWrite::Struct(vec!["a", "bee"], write),
+                    MatValue::Struct {
+                        dims,
+                        fields: vec!["a".into(), "bee".into()],
+                        items: read,
+                    },
+                )
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn written_variables_read_back_equal(
+            vars in proptest::collection::vec((variable(), any::<bool>()), 1..4),
+        ) {
+            let names = ["x", "y_1", "zed"];
+            let (written, expected): (Vec<_>, Vec<_>) = vars
+                .into_iter()
+                .enumerate()
+                .map(|(i, ((w, r), compressed))| ((names[i], w, compressed), (names[i].to_owned(), r)))
+                .unzip();
+            prop_assert_eq!(read_variables(&mat_file(&written), LIMIT).unwrap(), expected);
+        }
+
+        #[test]
+        fn any_bytes_after_a_header_parse_or_fail_without_panicking(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            big_endian in any::<bool>(),
+        ) {
+            let mut bytes = mat_file(&[]);
+            bytes[126..128].copy_from_slice(if big_endian { b"MI" } else { b"IM" });
+            bytes.extend(body);
+            let _ = read_variables(&bytes, 1 << 16);
+            let _ = read_variables(&bytes[..], 0);
+        }
+
+        #[test]
+        fn corrupted_files_parse_or_fail_without_panicking(
+            compressed in any::<bool>(),
+            flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..6),
+        ) {
+            let mut bytes = mat_file(&[("annotations", annotations(), compressed)]);
+            for (at, value) in flips {
+                let i = 128 + at.index(bytes.len() - 128);
+                bytes[i] = value;
+            }
+            let _ = read_variables(&bytes, 1 << 16);
+        }
     }
 }

@@ -43,6 +43,33 @@ pub(crate) fn png_bytes(width: u32, height: u32, value: u8) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A PNG whose header claims `width` x `height` pixels, with no valid pixel data after it.
+pub(crate) fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut png = png_bytes(1, 1, 0);
+    // IHDR's data starts at byte 16: width, height (big-endian); its CRC is at 29.
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+/// The CRC-32 of PNG chunks (ISO 3309), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 /// Writes a deflate-compressed zip archive holding `entries` (name, contents).
 pub(crate) fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
     let file = std::fs::File::create(path).unwrap();
@@ -57,6 +84,7 @@ pub(crate) fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
 }
 
 /// A MATLAB value to write into a fabricated v5 .mat file.
+#[derive(Debug)]
 pub(crate) enum MatWrite {
     /// A 1xN char array stored as UTF-16 code units (what MATLAB writes).
     Char(String),

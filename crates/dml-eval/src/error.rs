@@ -130,6 +130,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A text file that is not UTF-8 (UTF-16, or bytes that are not UTF-8 on some line).
+    #[error("{}: {source}", path.display())]
+    Text {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its encoding, and on which line.
+        source: dml_core::text::TextError,
+    },
     /// An error about the contents of a file (a non-finite row, a ragged shape); the message
     /// is the file, the cause is the `source` (print the chain, as `anyhow`'s `{:#}` does).
     #[error("{}", path.display())]

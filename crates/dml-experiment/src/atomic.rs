@@ -1,29 +1,17 @@
-//! Whole-file writes that never leave a half-written file behind.
+//! Whole-file writes that never leave a half-written file behind: dml-core's atomic writer,
+//! with this crate's error.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, `fsync`s it and
-/// renames it over `path`, so readers see the old file or the new one, never a mix.
+/// Replaces `path` with `bytes` atomically ([`dml_core::atomic::write_file`]): readers see
+/// the old file or the new one, never a mix.
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    // tempfile creates 0600 files; a report is meant to be read by others (umask applies).
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut tmp = builder.tempfile_in(dir).map_err(Error::io(dir))?;
-    tmp.write_all(bytes).map_err(Error::io(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
+    dml_core::atomic::write_file(path, bytes).map_err(|e| Error::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

@@ -43,6 +43,15 @@ pub fn load(run_id: &str, dir: &Path, files: &EmbeddingFiles) -> Result<Labelled
         path: path.to_owned(),
         reason,
     };
+    // Finish an interrupted write of the vectors' or the labels' set before reading either.
+    for path in [&vectors_path, &labels_path] {
+        dml_core::atomic::recover_set(path).map_err(|e| {
+            bad(
+                &e.path,
+                format!("cannot finish an interrupted write: {}", e.source),
+            )
+        })?;
+    }
     let (vectors, dim, n) = read_vectors(&vectors_path).map_err(|r| bad(&vectors_path, r))?;
     let labels = read_labels(&labels_path).map_err(|r| bad(&labels_path, r))?;
     if labels.len() != n {
@@ -70,9 +79,15 @@ pub fn load(run_id: &str, dir: &Path, files: &EmbeddingFiles) -> Result<Labelled
     })
 }
 
+/// Opens a `.npy` file whose header [`dml_eval::io::open_npy`] has checked against the
+/// file's length, so reading its data allocates no more than the file holds.
 fn open_npy(path: &Path) -> Result<npyz::NpyFile<BufReader<File>>, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    npyz::NpyFile::new(BufReader::new(file)).map_err(|e| format!("not an .npy file: {e}"))
+    dml_eval::io::open_npy(path).map_err(|e| match e {
+        // The caller names the file.
+        dml_eval::Error::Npy { reason, .. } => reason,
+        dml_eval::Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    })
 }
 
 fn read_vectors(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
@@ -111,8 +126,9 @@ fn read_labels(path: &Path) -> Result<Vec<String>, String> {
         }
         return read_ints(npy).map(|v| v.iter().map(ToString::to_string).collect());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    Ok(text.lines().map(str::to_owned).collect())
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = dml_core::text::decode(&bytes).map_err(|e| e.to_string())?;
+    Ok(dml_core::text::lines(text).map(str::to_owned).collect())
 }
 
 /// Reads any integer dtype as i128 (wide enough for every numpy integer).
@@ -211,5 +227,113 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("missing.npy"), "{msg}");
+    }
+
+    #[test]
+    fn text_labels_lose_a_byte_order_mark_and_crlf() {
+        let dir = tempfile::tempdir().unwrap();
+        write_f32(&dir.path().join("e.npy"), &[1., 2., 3., 4.], &[2, 2]);
+        std::fs::write(dir.path().join("l.txt"), b"\xEF\xBB\xBFcat\r\ndog\r\n").unwrap();
+        std::fs::write(dir.path().join("m.txt"), b"cat\ndog\n").unwrap();
+        let bom = load("r", dir.path(), &files("e.npy", "l.txt")).unwrap();
+        let plain = load("r", dir.path(), &files("e.npy", "m.txt")).unwrap();
+        assert_eq!(bom, plain);
+        std::fs::write(dir.path().join("l.txt"), b"\xFE\xFF\0c").unwrap();
+        let msg = load("r", dir.path(), &files("e.npy", "l.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("l.txt") && msg.contains("UTF-16BE"), "{msg}");
+    }
+
+    #[test]
+    fn npy_sizes_are_checked_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.npy");
+        write_f32(&p, &[1., 2., 3., 4.], &[2, 2]);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let good = bytes.clone();
+        bytes.extend_from_slice(&[0; 4]);
+        std::fs::write(&p, &bytes).unwrap();
+        std::fs::write(dir.path().join("l.txt"), "a\nb\n").unwrap();
+        let msg = load("r", dir.path(), &files("e.npy", "l.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("e.npy") && msg.contains("4 trailing bytes"),
+            "{msg}"
+        );
+        // A shape whose product overflows: an error, not a small array.
+        let header_end = good.iter().position(|&b| b == b'\n').unwrap();
+        let dict = String::from_utf8_lossy(&good[10..header_end]).into_owned();
+        let start = dict.find("'shape': ").unwrap() + "'shape': ".len();
+        let end = start + dict[start..].find(')').unwrap() + 1;
+        let huge = "(4294967296, 4294967297)";
+        let mut header = format!("{}{huge}{}", &dict[..start], &dict[end..])
+            .trim_end()
+            .to_owned();
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut file = b"\x93NUMPY\x01\x00".to_vec();
+        file.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&good[header_end + 1..]);
+        std::fs::write(&p, &file).unwrap();
+        let msg = load("r", dir.path(), &files("e.npy", "l.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("more elements than fit in 64 bits"), "{msg}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn any_bytes_never_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                magic in any::<bool>(),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let mut content = if magic { b"\x93NUMPY\x01\x00".to_vec() } else { Vec::new() };
+                content.extend_from_slice(&bytes);
+                for name in ["e.npy", "l.npy", "l.txt"] {
+                    std::fs::write(dir.path().join(name), &content).unwrap();
+                }
+                let _ = load("r", dir.path(), &files("e.npy", "l.npy"));
+                let _ = load("r", dir.path(), &files("e.npy", "l.txt"));
+            }
+
+            #[test]
+            fn written_embeddings_and_labels_read_back_equal(
+                rows in 1usize..6,
+                dim in 1usize..5,
+                seed in proptest::collection::vec(-1e6f32..1e6, 30),
+                labels in proptest::collection::vec(-3i32..3, 6),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let values = &seed[..rows * dim];
+                write_f32(&dir.path().join("e.npy"), values, &[rows as u64, dim as u64]);
+                write_i32(&dir.path().join("l.npy"), &labels[..rows]);
+                let read = load("r", dir.path(), &files("e.npy", "l.npy")).unwrap();
+                prop_assert_eq!(&read.vectors[..], values);
+                prop_assert_eq!(read.dim, dim);
+                let mut first_seen: Vec<i32> = Vec::new();
+                for &l in &labels[..rows] {
+                    if !first_seen.contains(&l) {
+                        first_seen.push(l);
+                    }
+                }
+                let classes: Vec<usize> = labels[..rows]
+                    .iter()
+                    .map(|l| first_seen.iter().position(|f| f == l).unwrap())
+                    .collect();
+                prop_assert_eq!(read.classes, classes);
+            }
+        }
     }
 }

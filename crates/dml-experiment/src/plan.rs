@@ -168,7 +168,7 @@ pub struct Plan {
 impl Plan {
     /// Reads and validates a plan file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let text = dml_core::text::read_file(path).map_err(Error::io(path))?;
         Self::parse(&text, path)
     }
 
@@ -293,7 +293,7 @@ fn load_base(base: toml::Value, plan_path: &Path) -> Result<(toml::Table, BaseSo
         toml::Value::Table(table) => Ok((table, BaseSource::Inline)),
         toml::Value::String(rel) => {
             let path = plan_path.parent().unwrap_or(Path::new("")).join(rel);
-            let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+            let text = dml_core::text::read_file(&path).map_err(Error::io(&path))?;
             let table = toml::from_str(&text).map_err(|source| Error::BaseConfigSyntax {
                 path: path.clone(),
                 source,

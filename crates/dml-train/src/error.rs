@@ -32,6 +32,24 @@ pub enum ConfigError {
         /// The argument as given.
         text: String,
     },
+    /// A number is NaN or infinite (TOML reads `nan` and `inf`; no setting means them).
+    #[error("{origin}: {field} must be a finite number")]
+    NonFinite {
+        /// Where the value came from: a file, `--set key=value` or a flag.
+        origin: String,
+        /// The dotted path of the field.
+        field: String,
+    },
+    /// Two arguments set the same field (or one sets a table holding the other's field).
+    #[error("{first} and {second} both set {field}: give one of them")]
+    ConflictingSettings {
+        /// The first argument, as written.
+        first: String,
+        /// The second argument, as written.
+        second: String,
+        /// The dotted path of the field.
+        field: String,
+    },
     /// A `--set` path goes through a value that is not a table (`train.epochs.x=1`).
     #[error("--set {key}: `{prefix}` is a value, not a table")]
     OverrideThroughValue {
@@ -112,6 +130,32 @@ pub enum Error {
     NoCheckpoint {
         /// The checkpoint file that was looked for.
         path: PathBuf,
+    },
+    /// A new run was asked for in a folder that already holds a run.
+    #[error("{} already holds a run", dir.display())]
+    RunExists {
+        /// The run folder.
+        dir: PathBuf,
+    },
+    /// The run folder holds files dml did not write; dml neither mixes a run into it nor
+    /// removes it.
+    #[error(
+        "{} is not empty and is not a dml run folder ({entry}): choose a new or empty folder",
+        dir.display()
+    )]
+    ForeignFolder {
+        /// The folder.
+        dir: PathBuf,
+        /// An entry dml did not write (or what is missing for a run folder).
+        entry: String,
+    },
+    /// The data of a resumed run is not the data it started with.
+    #[error("{}: the data changed since the run started: {difference}", dir.display())]
+    DataChanged {
+        /// The run folder.
+        dir: PathBuf,
+        /// What changed.
+        difference: String,
     },
     /// The checkpoint was written by a run with a different configuration.
     #[error(

@@ -1,12 +1,16 @@
 //! Writing embeddings for other tools: `E.npy` (f32, `[n, d]`, C order) with
 //! `E.labels.txt` (one class name per row) and `E.paths.txt` (one image per row) beside it,
 //! which `dml eval --embeddings E.npy --labels E.labels.txt` reads back.
+//!
+//! The three files are one set, written with [`atomic::write_set`]: a full disk or a crash
+//! never leaves new embeddings beside old labels. Readers call
+//! [`dml_core::atomic::recover_set`] before they open any of them.
 
 use std::path::{Path, PathBuf};
 
 use npyz::WriterBuilder;
 
-use crate::atomic;
+use crate::atomic::{self, Contents};
 use crate::error::Error;
 use crate::task::Embeddings;
 
@@ -36,7 +40,8 @@ impl ExportPaths {
     }
 }
 
-/// Writes `embeddings` with a class name and a path per row, each file atomically.
+/// Writes `embeddings` with a class name and a path per row, the three files as one atomic
+/// set (see the module documentation).
 pub fn write_embeddings(
     npy: &Path,
     embeddings: &Embeddings,
@@ -57,9 +62,12 @@ pub fn write_embeddings(
         .extend(embeddings.values.iter().copied())
         .map_err(io)?;
     writer.finish().map_err(io)?;
-    atomic::write_file(&files.embeddings, &bytes)?;
-    atomic::write_file(&files.labels, lines(class_names).as_bytes())?;
-    atomic::write_file(&files.paths, lines(paths).as_bytes())?;
+    let (labels, paths) = (lines(class_names), lines(paths));
+    atomic::write_set(&[
+        (&files.embeddings, Contents::Bytes(&bytes)),
+        (&files.labels, Contents::Bytes(labels.as_bytes())),
+        (&files.paths, Contents::Bytes(paths.as_bytes())),
+    ])?;
     Ok(files)
 }
 
@@ -100,5 +108,64 @@ mod tests {
             std::fs::read_to_string(&files.paths).unwrap(),
             "a.png\nb.png\n"
         );
+    }
+
+    #[test]
+    fn a_new_set_replaces_all_three_files_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let npy = dir.path().join("e.npy");
+        let embeddings = |rows: usize| Embeddings {
+            values: vec![0.5; rows * 2],
+            dim: 2,
+            labels: vec![0; rows],
+            indices: (0..rows).collect(),
+        };
+        let names = |rows: usize| vec!["c".to_owned(); rows];
+        write_embeddings(&npy, &embeddings(3), &names(3), &names(3)).unwrap();
+        let files = write_embeddings(&npy, &embeddings(1), &names(1), &names(1)).unwrap();
+        let array = npyz::NpyFile::new(std::fs::File::open(&npy).unwrap()).unwrap();
+        assert_eq!(array.shape(), [1, 2]);
+        assert_eq!(std::fs::read_to_string(&files.labels).unwrap(), "c\n");
+        assert_eq!(std::fs::read_to_string(&files.paths).unwrap(), "c\n");
+        // No temporary and no journal is left beside them.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    /// A write that crashed after its journal (hand-made here in the journal format of
+    /// `dml_core::atomic`) is finished by the first reader, whichever file it opens.
+    #[test]
+    fn readers_finish_a_set_whose_write_crashed_during_the_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let npy = dir.path().join("e.npy");
+        let files = ExportPaths::new(&npy);
+        let embeddings = Embeddings {
+            values: vec![0.5; 4],
+            dim: 2,
+            labels: vec![0, 1],
+            indices: vec![0, 1],
+        };
+        let old = ["a".to_owned(), "b".to_owned()];
+        write_embeddings(&npy, &embeddings, &old, &old).unwrap();
+        let new_npy = std::fs::read(&npy).unwrap();
+        let mut journal = "dml atomic set v1\n".to_owned();
+        for (name, bytes) in [
+            ("e.npy", &new_npy[..]),
+            ("e.labels.txt", b"x\ny\n"),
+            ("e.paths.txt", b"p\nq\n"),
+        ] {
+            let temp = format!(".{name}.tmp1");
+            std::fs::write(dir.path().join(&temp), bytes).unwrap();
+            journal.push_str(&format!("{temp}\t{name}\n"));
+        }
+        std::fs::write(dir.path().join(".e.npy.set"), journal).unwrap();
+        // The crash came after the first rename.
+        std::fs::rename(dir.path().join(".e.npy.tmp1"), &npy).unwrap();
+
+        let labels = dml_eval::io::read_labels(&files.labels).unwrap();
+        assert_eq!(labels.len(), 2);
+        assert_eq!(std::fs::read_to_string(&files.labels).unwrap(), "x\ny\n");
+        assert_eq!(std::fs::read_to_string(&files.paths).unwrap(), "p\nq\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        assert_eq!(dml_eval::io::read_embeddings(&npy, None).unwrap().rows(), 2);
     }
 }

@@ -5,7 +5,7 @@
 //!   and written to the run folder as `config.json`. Unknown fields are errors naming them.
 //! - [`trainer::Trainer`]: the deterministic training loop (optimizers and schedules from
 //!   burn, evaluation every N epochs, early stopping, best and last checkpoints) whose
-//!   `fit(.., resume = true, ..)` continues a killed run exactly: same weights, same metrics.
+//!   `fit(.., Start::Resume, ..)` continues a killed run exactly: same weights, same metrics.
 //! - [`task`]: the small traits the trainer is written against ([`task::EmbeddingModel`],
 //!   [`task::MetricLoss`], [`task::BatchSource`], [`task::Evaluator`]), so any model, loss,
 //!   data and metric crate can drive it.
@@ -19,8 +19,9 @@
 //!   [`run`]: a configured run in a few calls (train, embed a split with a checkpoint,
 //!   evaluate), with [`export`] writing embeddings as `.npy` plus labels and paths.
 //!
-//! A run folder holds `config.json`, `metrics.jsonl`, `checkpoints/{last,best}.ckpt` and, once
-//! the run has ended, `summary.json`.
+//! A run folder ([`run_folder`]) holds `config.json`, `data.json` (the fingerprint of its data),
+//! `metrics.jsonl`, `checkpoints/{last,best}.ckpt` and, once the run has ended, `summary.json`.
+//! A new run never goes into a folder that holds another one.
 //!
 //! ```
 //! use dml_train::config::{Override, RunConfig};
@@ -43,10 +44,12 @@ pub mod config;
 pub mod embed;
 pub mod error;
 pub mod export;
+pub mod fingerprint;
 mod metrics_log;
 pub mod observer;
 pub mod optimizer;
 pub mod run;
+pub mod run_folder;
 pub mod schedule;
 pub mod seed;
 pub mod state;

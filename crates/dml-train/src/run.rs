@@ -20,10 +20,11 @@ use crate::embed::embed_source;
 use crate::error::Error;
 use crate::export::{ExportPaths, write_embeddings};
 use crate::observer::Observer;
+use crate::run_folder::{RunPaths, Start};
 use crate::seed::{SeedStream, derive_seed};
 use crate::state::{BestMetric, Evaluation, RunStatus, TrainerState};
 use crate::task::{EmbeddingTask, Embeddings, Evaluator, Metrics};
-use crate::trainer::{EvalSet, RunPaths, TrainOutcome, Trainer};
+use crate::trainer::{EvalSet, TrainOutcome, Trainer};
 
 /// A run's data and evaluator, opened from its configuration.
 pub struct Assembled {
@@ -41,7 +42,8 @@ impl Assembled {
         let evaluator = data
             .test
             .as_ref()
-            .map(|test| RetrievalEvaluator::new(&config.eval, eval_seed, test));
+            .map(|test| RetrievalEvaluator::new(&config.eval, eval_seed, test))
+            .transpose()?;
         Ok(Assembled { data, evaluator })
     }
 
@@ -92,16 +94,17 @@ impl From<&TrainerState> for RunSummary {
 }
 
 /// Trains the run `config` describes in its folder `config.out` on `device` (an autodiff
-/// device), or resumes it from its last checkpoint. A run that ends (not interrupted by the
-/// observer) writes `summary.json`.
+/// device), taking the folder as `start` says: a new run, a new run replacing the one in the
+/// folder, or the folder's run resumed from its last checkpoint (on the same data). A run that
+/// ends (not interrupted by the observer) writes `summary.json`.
 pub fn train(
     config: &RunConfig,
     assembled: &Assembled,
     device: &Device,
-    resume: bool,
+    start: Start,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome<EmbeddingNet, LossModule>, Error> {
-    let model = build_model(config, device, !resume)?;
+    let model = build_model(config, device, start != Start::Resume)?;
     let classes = assembled.data.train.dataset().class_names().len();
     let loss_seed = derive_seed(config.seed, SeedStream::ModelInit, 1);
     let loss = build_loss(
@@ -111,11 +114,12 @@ pub fn train(
         loss_seed,
         device,
     )?;
-    let mut trainer = Trainer::new(config, device.clone(), &assembled.data.train);
+    let mut trainer = Trainer::new(config, device.clone(), &assembled.data.train)
+        .with_data_fingerprint(assembled.data.fingerprint());
     if let (Some(data), Some(evaluator)) = (&assembled.data.test, &assembled.evaluator) {
         trainer = trainer.with_eval(EvalSet { data, evaluator });
     }
-    let outcome = trainer.fit(EmbeddingTask { model, loss }, resume, observer)?;
+    let outcome = trainer.fit(EmbeddingTask { model, loss }, start, observer)?;
     if !outcome.interrupted {
         let summary = RunSummary::from(&outcome.state);
         let json = serde_json::to_string_pretty(&summary).expect("a summary always serialises");
@@ -146,9 +150,9 @@ pub struct EmbeddedSplit {
 
 impl EmbeddedSplit {
     /// Writes the embeddings to `<run_dir>/embeddings/test.npy`, with the class names and
-    /// paths beside it (each file atomically).
+    /// paths beside it, the three as one atomic set ([`write_embeddings`]).
     pub fn write_into_run(&self, run_dir: &Path) -> Result<ExportPaths, Error> {
-        let folder = run_dir.join("embeddings");
+        let folder = RunPaths::new(run_dir).embeddings;
         std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
         write_embeddings(
             &folder.join("test.npy"),
@@ -271,7 +275,7 @@ mod tests {
 
     fn run(
         config: &RunConfig,
-        resume: bool,
+        start: Start,
         observer: &mut dyn Observer,
     ) -> TrainOutcome<EmbeddingNet, LossModule> {
         let assembled = Assembled::open(config).unwrap();
@@ -279,7 +283,7 @@ mod tests {
             config,
             &assembled,
             &Device::flex().autodiff(),
-            resume,
+            start,
             observer,
         )
         .unwrap()
@@ -288,7 +292,7 @@ mod tests {
     #[test]
     fn a_glyph_run_killed_and_resumed_matches_an_uninterrupted_one() {
         let reference_dir = tempfile::tempdir().unwrap();
-        let reference = run(&glyph_config(reference_dir.path()), false, &mut Silent);
+        let reference = run(&glyph_config(reference_dir.path()), Start::New, &mut Silent);
         assert_eq!(reference.state.status, RunStatus::Finished);
         assert_eq!(reference.state.evaluations.len(), 2);
         let summary = |dir: &Path| std::fs::read_to_string(RunPaths::new(dir).summary).unwrap();
@@ -296,10 +300,10 @@ mod tests {
         for kill_at in [5, 8, 10] {
             let dir = tempfile::tempdir().unwrap();
             let config = glyph_config(dir.path());
-            let first = run(&config, false, &mut KillAt(kill_at, 0));
+            let first = run(&config, Start::New, &mut KillAt(kill_at, 0));
             assert!(first.interrupted);
             assert!(!RunPaths::new(dir.path()).summary.exists());
-            let resumed = run(&config, true, &mut Silent);
+            let resumed = run(&config, Start::Resume, &mut Silent);
             assert_eq!(
                 values(&resumed.task.model),
                 values(&reference.task.model),
@@ -317,7 +321,7 @@ mod tests {
     fn embedding_a_split_names_every_row_and_the_checkpoint_rebuilds_the_model() {
         let dir = tempfile::tempdir().unwrap();
         let config = glyph_config(dir.path());
-        let outcome = run(&config, false, &mut Silent);
+        let outcome = run(&config, Start::New, &mut Silent);
         let assembled = Assembled::open(&config).unwrap();
         let device = Device::flex();
         let checkpoint = Checkpoint::read(&RunPaths::new(dir.path()).last_checkpoint).unwrap();

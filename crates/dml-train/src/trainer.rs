@@ -7,7 +7,6 @@
 //! resumed from its last checkpoint redoes exactly the steps an uninterrupted run did, and ends
 //! with bit-identical weights and metrics.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
@@ -21,47 +20,17 @@ use crate::checkpoint::{Checkpoint, EncodedCheckpoint};
 use crate::config::RunConfig;
 use crate::embed::embed_source;
 use crate::error::{BoxError, Error};
+use crate::fingerprint::DataFingerprint;
 use crate::metrics_log::MetricsLog;
 use crate::observer::{CheckpointKind, Control, Event, Observer, StepReport};
 use crate::optimizer::build_optimizer;
+use crate::run_folder::{RunPaths, Start};
 use crate::schedule::build_schedule;
 use crate::seed::{SeedStream, derive_seed};
 use crate::state::{BestMetric, Evaluation, RunStatus, TrainerState};
 use crate::task::{
     Batch, BatchSource, EmbeddingModel, EmbeddingTask, Evaluator, MetricLoss, Metrics,
 };
-
-/// The files of a run folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunPaths {
-    /// The run folder itself.
-    pub dir: PathBuf,
-    /// `config.json`: the resolved configuration.
-    pub config: PathBuf,
-    /// `metrics.jsonl`: steps, evaluations and the end of the run, one JSON object a line.
-    pub metrics: PathBuf,
-    /// `checkpoints/last.ckpt`: where `resume` continues from.
-    pub last_checkpoint: PathBuf,
-    /// `checkpoints/best.ckpt`: the best `eval.monitor` so far.
-    pub best_checkpoint: PathBuf,
-    /// `summary.json`: how the run ended and its evaluations (see `run::RunSummary`).
-    pub summary: PathBuf,
-}
-
-impl RunPaths {
-    /// The layout of the run folder `dir`.
-    pub fn new(dir: &Path) -> Self {
-        let checkpoints = dir.join("checkpoints");
-        RunPaths {
-            dir: dir.to_owned(),
-            config: dir.join("config.json"),
-            metrics: dir.join("metrics.jsonl"),
-            last_checkpoint: checkpoints.join("last.ckpt"),
-            best_checkpoint: checkpoints.join("best.ckpt"),
-            summary: dir.join("summary.json"),
-        }
-    }
-}
 
 /// The held-out split and what to measure on it.
 #[derive(Clone, Copy)]
@@ -89,6 +58,7 @@ pub struct Trainer<'a> {
     device: Device,
     train: &'a dyn BatchSource,
     eval: Option<EvalSet<'a>>,
+    data: Option<DataFingerprint>,
     paths: RunPaths,
 }
 
@@ -128,6 +98,7 @@ impl<'a> Trainer<'a> {
             device,
             train,
             eval: None,
+            data: None,
             paths: RunPaths::new(&config.out),
         }
     }
@@ -135,6 +106,13 @@ impl<'a> Trainer<'a> {
     /// Evaluates on `eval` every `eval.every_epochs` epochs and at the end.
     pub fn with_eval(mut self, eval: EvalSet<'a>) -> Self {
         self.eval = Some(eval);
+        self
+    }
+
+    /// Records `data` in the run folder (`data.json`) when the run starts, and checks that a
+    /// resumed run's data still has it.
+    pub fn with_data_fingerprint(mut self, data: DataFingerprint) -> Self {
+        self.data = Some(data);
         self
     }
 
@@ -163,20 +141,20 @@ impl<'a> Trainer<'a> {
 
     /// Trains `task` (freshly initialised from the configuration) to the end of the run.
     ///
-    /// With `resume`, the model, loss, optimizer, schedule and trainer state are restored from
-    /// the run folder's `last.ckpt` first, and training continues exactly where that checkpoint
-    /// was taken; `metrics.jsonl` is cut back to what it held then. A finished run resumes to
-    /// its final state at once.
+    /// The run takes its folder as `start` says ([`RunPaths::prepare`]). With
+    /// [`Start::Resume`], the model, loss, optimizer, schedule and trainer state are restored
+    /// from the run folder's `last.ckpt` first, and training continues exactly where that
+    /// checkpoint was taken; `metrics.jsonl` is cut back to what it held then. A finished run
+    /// resumes to its final state at once.
     pub fn fit<M: EmbeddingModel, L: MetricLoss>(
         &self,
         task: EmbeddingTask<M, L>,
-        resume: bool,
+        start: Start,
         observer: &mut dyn Observer,
     ) -> Result<TrainOutcome<M, L>, Error> {
-        let checkpoints = &self.paths.dir.join("checkpoints");
-        std::fs::create_dir_all(checkpoints).map_err(|e| Error::io(checkpoints, e))?;
         let total_steps = self.total_steps()?;
-        let (mut task, mut run) = if resume {
+        self.paths.prepare(start)?;
+        let (mut task, mut run) = if start == Start::Resume {
             self.restore(task, total_steps)?
         } else {
             (task, self.start(total_steps)?)
@@ -203,6 +181,10 @@ impl<'a> Trainer<'a> {
 
     fn start(&self, total_steps: u64) -> Result<Run, Error> {
         atomic::write_file(&self.paths.config, self.config.to_json().as_bytes())?;
+        if let Some(data) = &self.data {
+            let json = serde_json::to_string_pretty(data).expect("a fingerprint serialises");
+            atomic::write_file(&self.paths.data, json.as_bytes())?;
+        }
         Ok(Run {
             optimizer: build_optimizer(&self.config.optimizer),
             schedule: self.schedule(total_steps)?,
@@ -228,6 +210,9 @@ impl<'a> Trainer<'a> {
                 field,
             });
         }
+        if let Some(now) = &self.data {
+            self.check_data(now)?;
+        }
         let task = EmbeddingTask {
             model: checkpoint.load_model(task.model)?,
             loss: checkpoint.load_loss(task.loss)?,
@@ -242,6 +227,24 @@ impl<'a> Trainer<'a> {
             total_steps,
         };
         Ok((task, run))
+    }
+
+    /// The data a resumed run trains on must be the data it started with.
+    fn check_data(&self, now: &DataFingerprint) -> Result<(), Error> {
+        let path = &self.paths.data;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let started: DataFingerprint =
+            serde_json::from_str(&text).map_err(|e| Error::CheckpointFormat {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        match started.difference(now) {
+            None => Ok(()),
+            Some(difference) => Err(Error::DataChanged {
+                dir: self.paths.dir.clone(),
+                difference,
+            }),
+        }
     }
 
     fn schedule(&self, total_steps: u64) -> Result<ModuleLrScheduler, Error> {
@@ -579,6 +582,8 @@ fn read_scalar(loss: Tensor<1>) -> Result<f64, Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
     use crate::config::{
         CheckpointConfig, EarlyStoppingConfig, EvalConfig, MetricKind, OptimizerConfig,
@@ -629,7 +634,7 @@ mod tests {
     fn train(
         config: &RunConfig,
         model_seed: u64,
-        resume: bool,
+        start: Start,
         observer: &mut dyn Observer,
         tweak: impl FnOnce(&mut Blobs, &mut BruteRecall, &mut PairLoss),
     ) -> Result<Outcome, Error> {
@@ -654,22 +659,22 @@ mod tests {
             model: LinearEmbedder::new(model_seed, 4, &device),
             loss,
         };
-        trainer.fit(task, resume, observer)
+        trainer.fit(task, start, observer)
     }
 
     /// [`train`] without an observer.
     fn silent(
         config: &RunConfig,
         model_seed: u64,
-        resume: bool,
+        start: Start,
         tweak: impl FnOnce(&mut Blobs, &mut BruteRecall, &mut PairLoss),
     ) -> Result<Outcome, Error> {
         let mut observer = crate::observer::Silent;
-        train(config, model_seed, resume, &mut observer, tweak)
+        train(config, model_seed, start, &mut observer, tweak)
     }
 
     fn plain(config: &RunConfig) -> Outcome {
-        silent(config, MODEL_SEED, false, |_, _, _| {}).unwrap()
+        silent(config, MODEL_SEED, Start::New, |_, _, _| {}).unwrap()
     }
 
     /// Stops the run at its `n`-th event, like a kill at that moment.
@@ -747,7 +752,7 @@ mod tests {
         let reference = train(
             &reference_config,
             MODEL_SEED,
-            false,
+            Start::New,
             &mut count,
             |_, _, _| {},
         )
@@ -763,13 +768,14 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let config = config(dir.path());
             let mut kill = KillAt { n, seen: 0 };
-            let first = train(&config, MODEL_SEED, false, &mut kill, |_, _, _| {}).unwrap();
+            let first = train(&config, MODEL_SEED, Start::New, &mut kill, |_, _, _| {}).unwrap();
             assert!(first.interrupted, "event {n}");
             let resumed = if RunPaths::new(dir.path()).last_checkpoint.exists() {
                 // A different initial model: the weights must come from the checkpoint.
-                silent(&config, 777, true, |_, _, _| {}).unwrap()
+                silent(&config, 777, Start::Resume, |_, _, _| {}).unwrap()
             } else {
-                plain(&config)
+                // Killed before the first checkpoint: nothing to resume, start over.
+                silent(&config, MODEL_SEED, Start::Overwrite, |_, _, _| {}).unwrap()
             };
             assert!(!resumed.interrupted);
             assert_same_run(
@@ -805,11 +811,11 @@ mod tests {
         let config = with_sgd(dir.path());
         // Killed twice: after step 4's checkpoint is written, then again mid-epoch 2.
         let mut kill = KillAt { n: 9, seen: 0 };
-        train(&config, MODEL_SEED, false, &mut kill, |_, _, _| {}).unwrap();
+        train(&config, MODEL_SEED, Start::New, &mut kill, |_, _, _| {}).unwrap();
         let mut kill = KillAt { n: 6, seen: 0 };
-        let second = train(&config, 777, true, &mut kill, |_, _, _| {}).unwrap();
+        let second = train(&config, 777, Start::Resume, &mut kill, |_, _, _| {}).unwrap();
         assert!(second.interrupted);
-        let resumed = silent(&config, 777, true, |_, _, _| {}).unwrap();
+        let resumed = silent(&config, 777, Start::Resume, |_, _, _| {}).unwrap();
         assert_same_run(
             &reference,
             reference_dir.path(),
@@ -841,7 +847,7 @@ mod tests {
         let err = train(
             &config,
             MODEL_SEED,
-            false,
+            Start::New,
             &mut Sabotage(temp.clone()),
             |_, _, _| {},
         )
@@ -854,7 +860,7 @@ mod tests {
         assert_eq!(survivor.state.step, 3);
 
         std::fs::remove_dir(&temp).unwrap();
-        let resumed = silent(&config, 777, true, |_, _, _| {}).unwrap();
+        let resumed = silent(&config, 777, Start::Resume, |_, _, _| {}).unwrap();
         let reference_dir = tempfile::tempdir().unwrap();
         let reference = plain(&self::config(reference_dir.path()));
         assert_eq!(resumed.task.model.values(), reference.task.model.values());
@@ -875,7 +881,7 @@ mod tests {
             }),
             ..config(dir.path())
         };
-        let outcome = silent(&config, MODEL_SEED, false, |_, eval, _| {
+        let outcome = silent(&config, MODEL_SEED, Start::New, |_, eval, _| {
             eval.constant = Some(0.5);
         })
         .unwrap();
@@ -887,7 +893,7 @@ mod tests {
         let best_checkpoint = Checkpoint::read(&RunPaths::new(dir.path()).best_checkpoint).unwrap();
         assert_eq!(best_checkpoint.state.epoch, 1);
         // Resuming a finished run returns its final state without training.
-        let again = silent(&config, 777, true, |_, eval, _| {
+        let again = silent(&config, 777, Start::Resume, |_, eval, _| {
             eval.constant = Some(0.5);
         })
         .unwrap();
@@ -921,16 +927,16 @@ mod tests {
     fn resume_refuses_a_different_configuration_and_a_missing_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = silent(&config, MODEL_SEED, true, |_, _, _| {}).unwrap_err();
+        let err = silent(&config, MODEL_SEED, Start::Resume, |_, _, _| {}).unwrap_err();
         assert!(matches!(err, Error::NoCheckpoint { .. }), "{err}");
 
         let mut kill = KillAt { n: 8, seen: 0 };
-        train(&config, MODEL_SEED, false, &mut kill, |_, _, _| {}).unwrap();
+        train(&config, MODEL_SEED, Start::New, &mut kill, |_, _, _| {}).unwrap();
         let changed = RunConfig {
             seed: 4,
             ..config.clone()
         };
-        let err = silent(&changed, MODEL_SEED, true, |_, _, _| {}).unwrap_err();
+        let err = silent(&changed, MODEL_SEED, Start::Resume, |_, _, _| {}).unwrap_err();
         assert!(
             matches!(&err, Error::ResumeMismatch { field, .. } if field == "seed"),
             "{err}"
@@ -941,7 +947,7 @@ mod tests {
     fn failures_name_where_they_happened() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = silent(&config, MODEL_SEED, false, |data, _, _| {
+        let err = silent(&config, MODEL_SEED, Start::New, |data, _, _| {
             data.fail_at = Some(2);
         })
         .unwrap_err();
@@ -958,7 +964,7 @@ mod tests {
         );
         assert!(err.to_string().contains("blob.png"), "{err}");
 
-        let err = silent(&config, MODEL_SEED, false, |_, _, loss| {
+        let err = silent(&config, MODEL_SEED, Start::Overwrite, |_, _, loss| {
             loss.nan = true;
         })
         .unwrap_err();
@@ -980,7 +986,7 @@ mod tests {
     fn the_monitored_metric_must_be_computed() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let err = silent(&config, MODEL_SEED, false, |_, eval, _| {
+        let err = silent(&config, MODEL_SEED, Start::New, |_, eval, _| {
             eval.k = vec![2];
         })
         .unwrap_err();

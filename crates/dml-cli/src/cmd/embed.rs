@@ -30,8 +30,8 @@ pub struct Args {
     /// Output embeddings (.npy); labels and paths go beside it.
     #[arg(long, short = 'o', value_name = "PATH")]
     out: PathBuf,
-    /// Images per forward pass.
-    #[arg(long, value_name = "NUM")]
+    /// Images per forward pass (default: the checkpoint's).
+    #[arg(long, value_name = "NUM", value_parser = super::batch_size_arg())]
     batch_size: Option<usize>,
 }
 

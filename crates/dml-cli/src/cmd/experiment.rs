@@ -26,9 +26,9 @@ use dml_train::components::model::build_model;
 use dml_train::config::{MetricKind, Override, RunConfig, SPREAD_KEYS};
 use dml_train::observer::{Control, Event, Observer};
 use dml_train::run::{Assembled, model_from_checkpoint, train};
+use dml_train::run_folder::{RunPaths, Start};
 use dml_train::state::Evaluation;
 use dml_train::task::Metrics;
-use dml_train::trainer::RunPaths;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::train::apply_threads;
@@ -100,7 +100,7 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
         return Err(e.into());
     }
     if let Some(tail) = &summary.truncated_tail {
-        eprintln!(
+        errln!(
             "dml: warning: {}: dropped unfinished line {} ({} bytes) left by an interrupted run",
             summary.results.display(),
             tail.line,
@@ -211,13 +211,19 @@ fn execute(
     // The same seed builds the same network training starts from.
     let (_, initial) = evaluate(&build_model(config, &plain, true)?)?;
     let paths = RunPaths::new(run_dir);
-    let resume = paths.last_checkpoint.exists();
+    // The experiment owns its run folders: a run killed before its first checkpoint has
+    // nothing to resume and starts over.
+    let start = if paths.last_checkpoint.exists() {
+        Start::Resume
+    } else {
+        Start::Overwrite
+    };
     let mut bar = RunBar::new(run_id, planned);
     let outcome = train(
         config,
         &assembled,
         &device.clone().autodiff(),
-        resume,
+        start,
         &mut bar,
     )?;
     bar.bar.finish_and_clear();
@@ -246,7 +252,7 @@ fn execute(
 /// Mean training loss of every completed epoch, from the run's `metrics.jsonl` (complete
 /// also for a resumed run, whose log continues the killed one's).
 fn epoch_losses(metrics: &Path) -> anyhow::Result<BTreeMap<u64, f64>> {
-    let text = std::fs::read_to_string(metrics)
+    let text = dml_core::text::read_file(metrics)
         .with_context(|| format!("cannot read {}", metrics.display()))?;
     let mut losses = BTreeMap::new();
     for (number, line) in text.lines().enumerate() {

@@ -2,7 +2,7 @@
 //! against pytorch-metric-learning on their own data.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use dml_losses::cases::{Dtype, run_case_file};
@@ -33,7 +33,7 @@ enum DtypeArg {
 /// Every case is written to the results, rejected ones with an `error` field; if any case was
 /// rejected the command then fails with the first rejection's message.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.cases)
+    let text = dml_core::text::read_file(&args.cases)
         .with_context(|| format!("cannot read {}", args.cases.display()))?;
     let dtype = args.dtype.map(|d| match d {
         DtypeArg::F32 => Dtype::F32,
@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let results = run_case_file(&text, dtype).with_context(|| args.cases.display().to_string())?;
     let json = serde_json::to_string_pretty(&results)?;
     match &args.out {
-        Some(path) => write_atomically(path, json.as_bytes())?,
+        Some(path) => dml_core::atomic::write_file(path, json.as_bytes())?,
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(json.as_bytes())?;
@@ -63,29 +63,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so readers
-/// never see a half-written file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move results to {}", path.display()))
 }

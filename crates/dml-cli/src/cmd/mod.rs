@@ -18,6 +18,15 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` that never panics: a closed or full stderr (`2>&-`, `2>/dev/full`, a pager
+/// that quit) loses the message, not the run, whose results go to its folder and stdout.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod bench_eval;
 pub mod bench_losses;
@@ -43,4 +52,14 @@ pub fn parse_args<A: clap::Args>(argv: &[&str]) -> Result<A, clap::Error> {
     }
 
     Cli::<A>::try_parse_from(std::iter::once("dml").chain(argv.iter().copied())).map(|c| c.args)
+}
+
+/// A batch size argument: 1 to [`MAX_BATCH`](dml_train::config::MAX_BATCH) images.
+pub fn batch_size_arg() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=dml_train::config::MAX_BATCH as u64)
+}
+
+/// A thread count argument: 1 to [`MAX_THREADS`](dml_train::config::MAX_THREADS).
+pub fn threads_arg() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=dml_train::config::MAX_THREADS as u64)
 }

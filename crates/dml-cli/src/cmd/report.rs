@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let summary = write_report(&args.results, &args.out, &options)
         .with_context(|| format!("cannot write the report of {}", args.results.display()))?;
     if let Some(tail) = summary.truncated_tail {
-        eprintln!(
+        errln!(
             "dml: warning: {}: ignored unfinished line {} ({} bytes) left by an interrupted run",
             args.results.display(),
             tail.line,

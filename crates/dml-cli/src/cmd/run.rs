@@ -12,10 +12,10 @@ use anyhow::Context;
 use dml_train::checkpoint::Checkpoint;
 use dml_train::components::model::build_model;
 use dml_train::run::{Assembled, model_from_checkpoint, train};
+use dml_train::run_folder::RunPaths;
 use dml_train::task::Metrics;
-use dml_train::trainer::RunPaths;
 
-use super::train::{ConfigArgs, Progress, apply_threads, format_metrics};
+use super::train::{ConfigArgs, Progress, apply_threads, check_run_folder, format_metrics};
 use crate::device::DeviceArg;
 
 /// Arguments of `dml run`.
@@ -25,13 +25,15 @@ pub struct Args {
     config: ConfigArgs,
 }
 
-/// Runs `dml run`.
-pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
-    let config = args.config.resolve()?;
+/// Runs `dml run`; `threads` is the global `--threads`.
+pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Result<()> {
+    let config = args.config.resolve(threads)?;
     if args.config.dry_run() {
         outln!("{}", config.to_json())?;
         return Ok(());
     }
+    let start = args.config.start();
+    check_run_folder(&config, start)?;
     apply_threads(&config);
     let started = Instant::now();
     let assembled = Assembled::open(&config)?;
@@ -44,14 +46,14 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     };
     // The weights training starts from: the same seed builds the same network.
     let (_, before) = evaluate(&build_model(&config, &plain, true)?)?;
-    eprintln!("before training: {}", format_metrics(&before, &keys));
+    errln!("before training: {}", format_metrics(&before, &keys));
 
     let mut progress = Progress::new(&config);
     let outcome = train(
         &config,
         &assembled,
         &plain.clone().autodiff(),
-        false,
+        start,
         &mut progress,
     )?;
     progress.finish();

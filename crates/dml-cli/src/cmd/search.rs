@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     tensor: Option<String>,
     /// Query images per forward pass (default: the checkpoint's).
-    #[arg(long, value_name = "NUM")]
+    #[arg(long, value_name = "NUM", value_parser = super::batch_size_arg())]
     batch_size: Option<usize>,
     /// Print one JSON object instead of a table.
     ///
@@ -124,11 +124,16 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
 fn read_queries(args: &Args, device: DeviceArg) -> anyhow::Result<Named> {
     match args.query.as_slice() {
         [one] if is_embeddings_file(one) => {
-            if args.checkpoint.is_some() {
-                bail!(
-                    "--checkpoint embeds query images, but {} already holds embeddings",
-                    one.display()
-                );
+            for (given, flag) in [
+                (args.checkpoint.is_some(), "--checkpoint"),
+                (args.batch_size.is_some(), "--batch-size"),
+            ] {
+                if given {
+                    bail!(
+                        "{flag} applies to query images, but {} already holds embeddings",
+                        one.display()
+                    );
+                }
             }
             read_named(one, args.tensor.as_deref())
         }
@@ -158,9 +163,11 @@ fn read_named(path: &Path, tensor: Option<&str>) -> anyhow::Result<Named> {
         if !file.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let text = dml_core::text::decode(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let lines: Vec<String> = dml_core::text::lines(text).map(str::to_owned).collect();
         if lines.len() != embeddings.rows() {
             bail!(
                 "{} has {} lines but {} has {} rows",
@@ -301,5 +308,55 @@ mod tests {
         assert!(super::is_embeddings_file(Path::new("q.safetensors")));
         assert!(!super::is_embeddings_file(Path::new("q.png")));
         assert!(!super::is_embeddings_file(Path::new("folder")));
+    }
+
+    /// A two-row index `e.npy` in `dir`, with its labels and paths (`a`, `b`).
+    fn two_row_index(dir: &std::path::Path) -> std::path::PathBuf {
+        let npy = dir.join("e.npy");
+        let embeddings = dml_train::task::Embeddings {
+            values: vec![0.5; 4],
+            dim: 2,
+            labels: vec![0, 1],
+            indices: vec![0, 1],
+        };
+        let names = ["a".to_owned(), "b".to_owned()];
+        dml_train::export::write_embeddings(&npy, &embeddings, &names, &names).unwrap();
+        npy
+    }
+
+    /// Sidecars saved with a byte-order mark and CRLF line ends read as written; UTF-16 ones
+    /// are refused with a message saying how to fix them.
+    #[test]
+    fn sidecars_lose_a_byte_order_mark_and_utf16_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let npy = two_row_index(dir.path());
+        let labels = dir.path().join("e.labels.txt");
+        std::fs::write(&labels, b"\xEF\xBB\xBFcat\r\ndog\r\n").unwrap();
+        let named = super::read_named(&npy, None).unwrap();
+        assert_eq!(named.labels.unwrap(), ["cat", "dog"]);
+        std::fs::write(&labels, b"\xFF\xFEc\0a\0t\0\n\0").unwrap();
+        let err = super::read_named(&npy, None).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!("{}: the text is UTF-16LE", labels.display()))
+                && err.ends_with("save the file as UTF-8"),
+            "{err}"
+        );
+    }
+
+    /// Embeddings beside a labels file from another write (a mixed set) are refused.
+    #[test]
+    fn sidecars_that_disagree_with_the_rows_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let npy = two_row_index(dir.path());
+        assert!(super::read_named(&npy, None).is_ok());
+        let labels = dir.path().join("e.labels.txt");
+        std::fs::write(&labels, "a\nb\nc\n").unwrap();
+        let err = super::read_named(&npy, None).err().unwrap().to_string();
+        let says = format!(
+            "{} has 3 lines but {} has 2 rows",
+            labels.display(),
+            npy.display()
+        );
+        assert_eq!(err, says);
     }
 }

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use crate::device::DeviceArg;
 use anyhow::Context;
 use dml_train::config::{Override, RunConfig};
+use dml_train::error::ConfigError;
 use dml_train::observer::{Control, Event, Observer};
 use dml_train::run::{Assembled, train};
+use dml_train::run_folder::{RunPaths, Start};
 use dml_train::state::{RunStatus, TrainerState};
 use dml_train::task::Metrics;
-use dml_train::trainer::RunPaths;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `dml train`.
@@ -89,11 +90,16 @@ pub struct ConfigArgs {
     /// Print the resolved configuration (JSON) and exit.
     #[arg(long)]
     dry_run: bool,
+    /// Start over in a run folder that holds an earlier run: the folder is
+    /// removed as a whole first (a folder holding files dml did not write is
+    /// never removed).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 impl ConfigArgs {
     /// Argument ids that define a configuration (they conflict with `--resume`).
-    const IDS: [&'static str; 16] = [
+    const IDS: [&'static str; 17] = [
         "config",
         "set",
         "epochs",
@@ -110,24 +116,59 @@ impl ConfigArgs {
         "out",
         "data",
         "dry_run",
+        "overwrite",
     ];
 
-    /// The resolved, validated configuration.
-    pub fn resolve(&self) -> anyhow::Result<RunConfig> {
+    /// The resolved, validated configuration; `threads` is the global `--threads`.
+    ///
+    /// Order: the file, then the flags that choose a section's kind (`--optimizer`, `--loss`,
+    /// `--miner`, which start their section afresh), then every `--set` in order, then the
+    /// flags that set one value. A flag and a `--set` of the same field are an error, so every
+    /// argument takes effect as written.
+    pub fn resolve(&self, threads: Option<usize>) -> anyhow::Result<RunConfig> {
         let (text, origin) = match &self.config {
             Some(path) => (
-                std::fs::read_to_string(path)
+                dml_core::text::read_file(path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
                 path.display().to_string(),
             ),
             None => (String::new(), "(defaults)".to_owned()),
         };
-        let mut overrides = self
+        let sets = self
             .set
             .iter()
             .map(|text| Override::parse(text))
             .collect::<Result<Vec<_>, _>>()?;
-        overrides.extend(self.flag_overrides());
+        let (sections, names) = self.section_overrides()?;
+        let values = self.value_overrides(threads)?;
+        for flag in names.iter().chain(&values) {
+            if let Some(set) = sets.iter().find(|set| set.overlaps(flag)) {
+                return Err(conflict(flag.origin(), set.origin(), &set.key()));
+            }
+        }
+        let claimed = [
+            (
+                self.miner.as_deref() == Some("none"),
+                "--miner none",
+                "loss.miner",
+            ),
+            (self.data.is_some(), "--data", "data.dataset"),
+            (
+                self.batch_size.is_some(),
+                "--batch-size",
+                "data.batch.classes_per_batch",
+            ),
+        ];
+        let claimed = claimed
+            .into_iter()
+            .filter_map(|(given, flag, key)| given.then_some((flag, key)));
+        for (flag, key) in claimed {
+            let field = Override::new(key, 0);
+            if let Some(other) = sets.iter().chain(&values).find(|o| o.overlaps(&field)) {
+                return Err(conflict(flag, other.origin(), key));
+            }
+        }
+        let overrides: Vec<Override> = sections.into_iter().chain(sets).chain(values).collect();
         let mut config = RunConfig::resolve(&text, &origin, &overrides)?;
         if let Some(path) = &self.data {
             config.data.dataset = config.data.dataset.for_path(path);
@@ -142,75 +183,105 @@ impl ConfigArgs {
         Ok(config)
     }
 
-    fn flag_overrides(&self) -> Vec<Override> {
-        let mut out = Vec::new();
-        // `optimizer.kind` first: a new kind starts its section afresh, then `lr` applies.
+    /// The flags that start a section afresh, and the overrides that name its choice (a
+    /// `--set` of those conflicts with the flag).
+    fn section_overrides(&self) -> anyhow::Result<(Vec<Override>, Vec<Override>)> {
+        let mut all = Vec::new();
+        let mut names = Vec::new();
+        let no_params = || std::collections::BTreeMap::<String, i64>::new();
         if let Some(kind) = &self.optimizer {
-            out.push(Override::new("optimizer.kind", kind.as_str()));
+            let kind = Override::flag("--optimizer", "optimizer.kind", kind.as_str())?;
+            names.push(kind.clone());
+            all.push(kind);
         }
+        if let Some(name) = &self.loss {
+            let name = Override::flag("--loss", "loss.name", name.as_str())?;
+            names.push(name.clone());
+            all.extend([name, Override::flag("--loss", "loss.params", no_params())?]);
+        }
+        if let Some(name) = self.miner.as_ref().filter(|n| *n != "none") {
+            let name = Override::flag("--miner", "loss.miner.name", name.as_str())?;
+            names.push(name.clone());
+            all.extend([
+                name,
+                Override::flag("--miner", "loss.miner.params", no_params())?,
+            ]);
+        }
+        Ok((all, names))
+    }
+
+    /// The flags that set one value each.
+    fn value_overrides(&self, threads: Option<usize>) -> anyhow::Result<Vec<Override>> {
         let numbers = [
-            ("optimizer.lr", self.lr.map(toml_float)),
-            ("train.epochs", self.epochs.map(toml_int)),
-            ("train.max_steps", self.max_steps.map(toml_int)),
+            ("--lr", "optimizer.lr", self.lr.map(toml::Value::Float)),
+            ("--epochs", "train.epochs", self.epochs.map(toml_int)),
             (
+                "--max-steps",
+                "train.max_steps",
+                self.max_steps.map(toml_int),
+            ),
+            (
+                "--classes-per-batch",
                 "data.batch.classes_per_batch",
                 self.classes_per_batch.map(toml_int),
             ),
             (
+                "--samples-per-class",
                 "data.batch.samples_per_class",
                 self.samples_per_class.map(toml_int),
             ),
-            ("model.embedding_dim", self.embedding_dim.map(toml_int)),
-            ("seed", self.seed.map(toml_int)),
+            (
+                "--embedding-dim",
+                "model.embedding_dim",
+                self.embedding_dim.map(toml_int),
+            ),
+            ("--seed", "seed", self.seed.map(toml_int)),
+            ("--threads", "threads", threads.map(toml_int)),
+            (
+                "--out",
+                "out",
+                self.out
+                    .as_ref()
+                    .map(|dir| toml::Value::String(dir.display().to_string())),
+            ),
         ];
-        for (key, value) in numbers {
+        let mut out = Vec::new();
+        for (flag, key, value) in numbers {
             if let Some(value) = value {
-                out.push(value.into_override(key));
+                out.push(Override::flag(flag, key, value)?);
             }
         }
-        if let Some(dir) = &self.out {
-            out.push(Override::new("out", dir.display().to_string()));
-        }
-        let no_params = || std::collections::BTreeMap::<String, i64>::new();
-        if let Some(name) = &self.loss {
-            out.push(Override::new("loss.name", name.as_str()));
-            out.push(Override::new("loss.params", no_params()));
-        }
-        if let Some(name) = self.miner.as_ref().filter(|n| *n != "none") {
-            out.push(Override::new("loss.miner.name", name.as_str()));
-            out.push(Override::new("loss.miner.params", no_params()));
-        }
-        out
+        Ok(out)
     }
 
     /// `--dry-run` was given.
     pub fn dry_run(&self) -> bool {
         self.dry_run
     }
-}
 
-/// A flag's number, as the TOML value it sets.
-enum Number {
-    Int(i64),
-    Float(f64),
-}
-
-impl Number {
-    fn into_override(self, key: &str) -> Override {
-        match self {
-            Number::Int(v) => Override::new(key, v),
-            Number::Float(v) => Override::new(key, v),
+    /// `--overwrite` was given: how a new run takes its folder.
+    pub fn start(&self) -> Start {
+        if self.overwrite {
+            Start::Overwrite
+        } else {
+            Start::New
         }
     }
 }
 
-fn toml_int(v: impl TryInto<i64>) -> Number {
-    // Counts and seeds beyond i64 (TOML's integer range) saturate; validation reports them.
-    Number::Int(v.try_into().unwrap_or(i64::MAX))
+fn conflict(first: &str, second: &str, field: &str) -> anyhow::Error {
+    ConfigError::ConflictingSettings {
+        first: first.to_owned(),
+        second: second.to_owned(),
+        field: field.to_owned(),
+    }
+    .into()
 }
 
-fn toml_float(v: f64) -> Number {
-    Number::Float(v)
+/// A count or seed as a TOML integer; beyond i64 (TOML's range) it saturates, and validation
+/// reports it.
+fn toml_int(v: impl TryInto<i64>) -> toml::Value {
+    toml::Value::Integer(v.try_into().unwrap_or(i64::MAX))
 }
 
 /// Applies `threads` from the configuration when `--threads` did not set the pool already.
@@ -223,35 +294,53 @@ pub fn apply_threads(config: &RunConfig) {
     }
 }
 
-/// Runs `dml train`.
-pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
-    let (config, resume) = match &args.resume {
+/// Runs `dml train`; `threads` is the global `--threads`.
+pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Result<()> {
+    let (config, start) = match &args.resume {
         Some(dir) => {
             let path = RunPaths::new(dir).config;
-            let json = std::fs::read_to_string(&path)
+            let json = dml_core::text::read_file(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let mut config = RunConfig::from_json(&json, &path.display().to_string())?;
             // The folder may have moved since the run started.
             config.out = dir.clone();
-            (config, true)
+            if threads.is_some() {
+                config.threads = threads;
+            }
+            (config, Start::Resume)
         }
-        None => (args.config.resolve()?, false),
+        None => (args.config.resolve(threads)?, args.config.start()),
     };
     if args.config.dry_run() {
         outln!("{}", config.to_json())?;
         return Ok(());
     }
+    check_run_folder(&config, start)?;
     apply_threads(&config);
     let started = Instant::now();
     let assembled = Assembled::open(&config)?;
     let mut progress = Progress::new(&config);
     let device = device.device()?.autodiff();
-    let outcome = train(&config, &assembled, &device, resume, &mut progress)?;
+    let outcome = train(&config, &assembled, &device, start, &mut progress)?;
     progress.finish();
     let keys = config.eval.metric_keys();
     let paths = RunPaths::new(&config.out);
     print_summary(&outcome.state, &paths, &keys, started.elapsed())?;
     Ok(())
+}
+
+/// Fails before any work when the run cannot take its folder, saying how to go on.
+pub fn check_run_folder(config: &RunConfig, start: Start) -> anyhow::Result<()> {
+    let dir = &config.out;
+    match RunPaths::new(dir).check(start) {
+        Err(dml_train::error::Error::RunExists { .. }) => Err(anyhow::anyhow!(
+            "{} already holds a run: continue it with `dml train --resume {}`, start over with \
+             --overwrite (removes that run), or give another folder with --out",
+            dir.display(),
+            dir.display()
+        )),
+        other => other.map(drop).map_err(Into::into),
+    }
 }
 
 /// Renders trainer events: a progress bar with loss and images/s on stderr (hidden when
@@ -281,7 +370,7 @@ impl Progress {
     }
 
     fn line(&self, text: String) {
-        self.bar.suspend(|| eprintln!("{text}"));
+        self.bar.suspend(|| errln!("{text}"));
     }
 
     /// Removes the bar.

@@ -4,10 +4,11 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::Error;
 use crate::dataset::{DatasetSplits, ImageEntry, ImageList, TestSplit};
+use crate::limits::mib;
 use crate::mat5::{self, MatValue};
 use crate::store::ImageStore;
+use crate::{Error, Limits};
 
 /// Reader for Cars196 (Krause et al., 2013) with the deep metric learning split.
 ///
@@ -23,19 +24,39 @@ const LAST_TRAIN_CLASS: f64 = 98.0;
 const ANNOTATIONS_FILE: &str = "cars_annos.mat";
 
 impl Cars196Dataset {
-    /// Parses `cars_annos.mat` and checks that every image exists.
+    /// Parses `cars_annos.mat` and checks that every image exists, with the default
+    /// [`Limits`].
     pub fn open(root: impl AsRef<Path>) -> Result<DatasetSplits, Error> {
-        let store = ImageStore::open(root)?;
+        Self::open_with(root, Limits::default())
+    }
+
+    /// [`Cars196Dataset::open`] with reads, decoding and the inflated size of compressed
+    /// variables bounded by `limits`.
+    pub fn open_with(root: impl AsRef<Path>, limits: Limits) -> Result<DatasetSplits, Error> {
+        let store = ImageStore::open_with(root, limits)?;
         let mat_path = store.display_path(ANNOTATIONS_FILE);
         let content_error = |reason: String| Error::MatContent {
             path: mat_path.clone(),
             reason,
         };
         let bytes = store.read(ANNOTATIONS_FILE)?;
-        let vars = mat5::read_variables(&bytes).map_err(|e| Error::MatFormat {
-            path: mat_path.clone(),
-            offset: e.offset,
-            reason: e.reason,
+        let vars = mat5::read_variables(&bytes, limits.max_file_bytes()).map_err(|e| {
+            if e.too_large {
+                limits.file_too_large(
+                    &mat_path,
+                    format!(
+                        "inflates to more than {} (its compressed variables, up to the one at byte {})",
+                        mib(limits.max_file_bytes()),
+                        e.offset
+                    ),
+                )
+            } else {
+                Error::MatFormat {
+                    path: mat_path.clone(),
+                    offset: e.offset,
+                    reason: e.reason,
+                }
+            }
         })?;
         let find = |name: &str| vars.iter().find(|(n, _)| n == name).map(|(_, v)| v);
 
@@ -203,6 +224,32 @@ mod tests {
             }
             assert_eq!(test.load(1).unwrap().to_luma8().get_pixel(0, 0).0, [4]);
         }
+    }
+
+    #[test]
+    fn compressed_annotations_inflate_no_further_than_the_file_limit() {
+        let tree = TempTree::new();
+        fabricate(&tree, true, true);
+        let big = MatWrite::Doubles(vec![0.0; 200_000]);
+        let mut bytes = std::fs::read(tree.path("cars_annos.mat")).unwrap();
+        bytes.extend_from_slice(&mat_file(&[("padding", big, true)])[128..]);
+        tree.write("cars_annos.mat", &bytes);
+        let limits = Limits {
+            max_file_mib: 1,
+            ..Limits::default()
+        };
+        let err = Cars196Dataset::open_with(tree.root(), limits).unwrap_err();
+        assert!(
+            matches!(err, Error::FileTooLarge { limit_mib: 1, .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cars_annos.mat inflates to more than 1 MiB (its compressed variables, up to the one at byte ")
+                && msg.ends_with("), above data.limits.max_file_mib = 1"),
+            "{msg}"
+        );
+        assert!(Cars196Dataset::open(tree.root()).is_ok());
     }
 
     #[test]

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::Error;
 use crate::dataset::table::{self, UniqueIds};
 use crate::dataset::{DatasetSplits, ImageEntry, ImageList, TestSplit};
 use crate::store::ImageStore;
+use crate::{Error, Limits};
 
 /// Reader for CUB-200-2011 (Wah et al., 2011) with the deep metric learning split.
 ///
@@ -25,9 +25,15 @@ pub struct Cub200Dataset;
 const LAST_TRAIN_CLASS: u64 = 100;
 
 impl Cub200Dataset {
-    /// Reads and validates the annotation files and checks that every image exists.
+    /// Reads and validates the annotation files and checks that every image exists, with
+    /// the default [`Limits`].
     pub fn open(root: impl AsRef<Path>) -> Result<DatasetSplits, Error> {
-        let store = ImageStore::open(root)?;
+        Self::open_with(root, Limits::default())
+    }
+
+    /// [`Cub200Dataset::open`] with reads and decoding bounded by `limits`.
+    pub fn open_with(root: impl AsRef<Path>, limits: Limits) -> Result<DatasetSplits, Error> {
+        let store = ImageStore::open_with(root, limits)?;
         let images_path = store.display_path("images.txt");
         let labels_path = store.display_path("image_class_labels.txt");
         let images_text = store.read_text("images.txt")?;
@@ -143,6 +149,32 @@ mod tests {
         // Image 5 is the first test image; its pixels hold its id (a PNG named .jpg decodes by content).
         assert_eq!(test.load(0).unwrap().to_luma8().get_pixel(0, 0).0, [5]);
         assert!(splits.get(Split::Query).is_err());
+    }
+
+    #[test]
+    fn annotation_files_with_byte_order_marks_or_bad_bytes() {
+        let tree = TempTree::new();
+        fabricate(&tree);
+        let root = tree.path("CUB_200_2011");
+        for file in ["images.txt", "image_class_labels.txt"] {
+            let text = std::fs::read(root.join(file)).unwrap();
+            tree.write(
+                &format!("CUB_200_2011/{file}"),
+                &[b"\xEF\xBB\xBF".as_slice(), &text].concat(),
+            );
+        }
+        let splits = Cub200Dataset::open(&root).unwrap();
+        assert_eq!(splits.get(Split::Train).unwrap().len(), 4);
+        let labels = std::fs::read(root.join("image_class_labels.txt")).unwrap();
+        tree.write(
+            "CUB_200_2011/image_class_labels.txt",
+            &[labels.as_slice(), b"9 \xC3(\n"].concat(),
+        );
+        let err = Cub200Dataset::open(&root).unwrap_err().to_string();
+        assert!(
+            err.contains("image_class_labels.txt: line 9, byte 3: not valid UTF-8"),
+            "{err}"
+        );
     }
 
     #[test]

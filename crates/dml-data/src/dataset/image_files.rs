@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::store::{ImageStore, is_hidden, is_image_path};
-use crate::{Dataset, Error};
+use crate::store::{ImageStore, is_hidden, is_image_path, read_file};
+use crate::{Dataset, Error, Limits};
 
 /// Where one image is read from.
 #[derive(Clone, Debug)]
@@ -29,16 +29,24 @@ pub struct ImageFiles {
     stores: Vec<ImageStore>,
     entries: Vec<Entry>,
     class_names: Vec<String>,
+    limits: Limits,
 }
 
 impl ImageFiles {
-    /// Collects the images of `paths`. A file is taken as an image whatever its name (a
-    /// corrupt one fails when it is loaded, naming it); a folder or `.zip` adds every PNG and
-    /// JPEG file in it, hidden folders (`.git`, `__MACOSX`) skipped.
+    /// Collects the images of `paths`, with the default [`Limits`]. A file is taken as an
+    /// image whatever its name (a corrupt one fails when it is checked or loaded, naming
+    /// it); a folder or `.zip` adds every PNG and JPEG file in it, hidden folders (`.git`,
+    /// `__MACOSX`) skipped.
     ///
     /// # Errors
-    /// A path that does not exist, a folder or archive without images, or no paths at all.
+    /// A path that does not exist, a folder or archive without images, or no paths at all;
+    /// images in a folder whose names are not UTF-8 ([`ImageStore::files`]).
     pub fn open(paths: &[PathBuf]) -> Result<Self, Error> {
+        Self::open_with(paths, Limits::default())
+    }
+
+    /// [`ImageFiles::open`] with reads and decoding bounded by `limits`.
+    pub fn open_with(paths: &[PathBuf], limits: Limits) -> Result<Self, Error> {
         let mut stores = Vec::new();
         let mut entries = Vec::new();
         for path in paths {
@@ -52,7 +60,7 @@ impl ImageFiles {
                     listed_in: None,
                 });
             }
-            let store = ImageStore::open(path)?;
+            let store = ImageStore::open_with(path, limits)?;
             let images: Vec<String> = store
                 .files()?
                 .into_iter()
@@ -75,7 +83,16 @@ impl ImageFiles {
             stores,
             entries,
             class_names: vec![String::new()],
+            limits,
         })
+    }
+
+    /// The bytes of sample `index`.
+    fn read(&self, index: usize) -> Result<Vec<u8>, Error> {
+        match &self.entries[index] {
+            Entry::File(path) => read_file(path, &self.limits),
+            Entry::Stored(store, rel) => self.stores[*store].read(rel),
+        }
     }
 }
 
@@ -100,20 +117,15 @@ impl Dataset for ImageFiles {
     }
 
     fn load(&self, index: usize) -> Result<image::DynamicImage, Error> {
-        let bytes = match &self.entries[index] {
-            Entry::File(path) => std::fs::read(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::MissingFile {
-                    path: path.clone(),
-                    listed_in: None,
-                },
-                _ => Error::io(path.clone(), e),
-            })?,
-            Entry::Stored(store, rel) => self.stores[*store].read(rel)?,
-        };
-        image::load_from_memory(&bytes).map_err(|source| Error::Decode {
-            path: self.describe(index),
-            source,
-        })
+        let bytes = self.read(index)?;
+        self.limits.decode_image(&bytes, &|| self.describe(index))
+    }
+
+    fn check_image(&self, index: usize) -> Result<(), Error> {
+        let bytes = self.read(index)?;
+        self.limits
+            .image_dimensions(&bytes, &|| self.describe(index))
+            .map(drop)
     }
 
     fn describe(&self, index: usize) -> String {
@@ -160,6 +172,31 @@ mod tests {
             .map(|i| files.load(i).unwrap().to_luma8().get_pixel(0, 0).0[0])
             .collect();
         assert_eq!(shades, [30, 20, 10]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn folder_images_whose_names_are_not_utf8_are_named() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        png(&dir.path().join("q/ok.png"), 1);
+        png(
+            &dir.path().join("q").join(OsStr::from_bytes(b"bad\xff.png")),
+            2,
+        );
+        let err = ImageFiles::open(&[dir.path().join("q")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("file name is not valid UTF-8: bad\u{FFFD}.png"),
+            "{err}"
+        );
+        // A file named on its own is opened by its path, whatever its bytes.
+        let files =
+            ImageFiles::open(&[dir.path().join("q").join(OsStr::from_bytes(b"bad\xff.png"))])
+                .unwrap();
+        assert_eq!(files.load(0).unwrap().to_luma8().get_pixel(0, 0).0, [2]);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::Error;
 use crate::dataset::{ImageEntry, ImageList};
 use crate::store::{ImageStore, is_hidden, is_image_path};
+use crate::{Error, Limits};
 
 /// Reader for `root/<class>/.../<image>` trees (torchvision's `ImageFolder` layout).
 ///
@@ -16,11 +16,17 @@ use crate::store::{ImageStore, is_hidden, is_image_path};
 pub struct ImageFolderDataset;
 
 impl ImageFolderDataset {
-    /// Lists the tree under `root`. A class folder without images, or an image outside any
-    /// class folder, is an error naming it.
+    /// Lists the tree under `root`, with the default [`Limits`]. A class folder without
+    /// images, an image outside any class folder, or a class folder or image whose name is
+    /// not UTF-8 ([`ImageStore::files`]) is an error naming it.
     pub fn open(root: impl AsRef<Path>) -> Result<ImageList, Error> {
+        Self::open_with(root, Limits::default())
+    }
+
+    /// [`ImageFolderDataset::open`] with reads and decoding bounded by `limits`.
+    pub fn open_with(root: impl AsRef<Path>, limits: Limits) -> Result<ImageList, Error> {
         let root = root.as_ref();
-        let store = ImageStore::open(root)?;
+        let store = ImageStore::open_with(root, limits)?;
         let mut by_class: BTreeMap<String, Vec<String>> = store
             .folders()?
             .into_iter()
@@ -108,6 +114,29 @@ mod tests {
             zip.describe(2).ends_with("data.zip/wrap/dog/3.png"),
             "{}",
             zip.describe(2)
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_image_named_in_bytes_that_are_not_utf8_is_named_not_reported_missing() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let tree = TempTree::new();
+        tree.write_png("data/cat/1.png", 1);
+        let bad = tree
+            .path("data/cat")
+            .join(OsStr::from_bytes(b"bad\xff.png"));
+        std::fs::write(bad, png_bytes(2, 2, 0)).unwrap();
+        let err = ImageFolderDataset::open(tree.path("data")).unwrap_err();
+        assert!(matches!(err, Error::NonUtf8Names { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "{}: file name is not valid UTF-8: cat/bad\u{FFFD}.png",
+                tree.path("data").display()
+            )),
+            "{msg}"
         );
     }
 

@@ -148,10 +148,21 @@ impl Dataset for ImageList {
 
     fn load(&self, index: usize) -> Result<image::DynamicImage, Error> {
         let bytes = self.store.read(&self.paths[index])?;
-        image::load_from_memory(&bytes).map_err(|source| Error::Decode {
-            path: self.describe(index),
-            source,
-        })
+        self.store
+            .limits()
+            .decode_image(&bytes, &|| self.describe(index))
+    }
+
+    fn check_image(&self, index: usize) -> Result<(), Error> {
+        let bytes = self.store.read(&self.paths[index])?;
+        self.store
+            .limits()
+            .image_dimensions(&bytes, &|| self.describe(index))
+            .map(drop)
+    }
+
+    fn byte_len(&self, index: usize) -> Option<u64> {
+        self.store.size(&self.paths[index])
     }
 
     fn describe(&self, index: usize) -> String {
@@ -201,6 +212,23 @@ mod tests {
         let img = list.load(1).unwrap().to_luma8();
         assert_eq!(img.get_pixel(0, 0).0, [10]);
         assert!(list.describe(3).ends_with("d.png"));
+    }
+
+    #[test]
+    fn an_image_claiming_too_many_pixels_is_an_error_naming_it_and_the_setting() {
+        let tree = TempTree::new();
+        tree.write(
+            "huge.png",
+            &crate::test_support::png_claiming(100_000, 100_000),
+        );
+        let store = ImageStore::open(tree.root()).unwrap();
+        let list = ImageList::new(store, vec![entry("huge.png", "a", None)], "x").unwrap();
+        let want = format!(
+            "{} is 100000 x 100000 pixels, above data.limits.max_image_megapixels = 64",
+            tree.path("huge.png").display()
+        );
+        assert_eq!(list.load(0).unwrap_err().to_string(), want);
+        assert_eq!(list.check_image(0).unwrap_err().to_string(), want);
     }
 
     #[test]

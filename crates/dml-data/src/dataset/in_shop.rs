@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::Error;
 use crate::dataset::table::{self, UniqueIds};
 use crate::dataset::{DatasetSplits, ImageEntry, ImageList, TestSplit};
 use crate::store::ImageStore;
+use crate::{Error, Limits};
 
 /// Reader for In-Shop Clothes Retrieval (Liu et al., 2016).
 ///
@@ -24,9 +24,15 @@ const PARTITION: &str = "list_eval_partition.txt";
 const HEADER: [&str; 3] = ["image_name", "item_id", "evaluation_status"];
 
 impl InShopDataset {
-    /// Reads the partition file and checks that every image exists.
+    /// Reads the partition file and checks that every image exists, with the default
+    /// [`Limits`].
     pub fn open(root: impl AsRef<Path>) -> Result<DatasetSplits, Error> {
-        let root_store = ImageStore::open(root)?;
+        Self::open_with(root, Limits::default())
+    }
+
+    /// [`InShopDataset::open`] with reads and decoding bounded by `limits`.
+    pub fn open_with(root: impl AsRef<Path>, limits: Limits) -> Result<DatasetSplits, Error> {
+        let root_store = ImageStore::open_with(root, limits)?;
         let rel = if root_store.contains(PARTITION) {
             PARTITION.to_owned()
         } else {
@@ -35,7 +41,7 @@ impl InShopDataset {
         let path = root_store.display_path(&rel);
         let text = root_store.read_text(&rel)?;
 
-        let mut lines = text.lines();
+        let mut lines = dml_core::text::lines(&text);
         let count_line = lines.next().unwrap_or("").trim();
         let count: usize = count_line.parse().map_err(|_| {
             Error::malformed(
@@ -185,6 +191,24 @@ mod tests {
         let train = splits.get(Split::Train).unwrap();
         assert_eq!(train.super_class_names(), ["WOMEN/Dresses"]);
         assert!(splits.get(Split::Test).is_err());
+    }
+
+    #[test]
+    fn a_partition_file_with_a_byte_order_mark_and_crlf_lines() {
+        let tree = TempTree::new();
+        fabricate(
+            &tree,
+            &[
+                ("img/A/B/id_1/x.jpg", "id_1", "train"),
+                ("img/A/B/id_2/y.jpg", "id_2", "query"),
+                ("img/A/B/id_2/z.jpg", "id_2", "gallery"),
+            ],
+        );
+        let text = std::fs::read_to_string(tree.path("Eval/list_eval_partition.txt")).unwrap();
+        let text = format!("\u{FEFF}{}", text.replace('\n', "\r\n"));
+        tree.write("Eval/list_eval_partition.txt", text.as_bytes());
+        let splits = InShopDataset::open(tree.root()).unwrap();
+        assert_eq!(splits.get(Split::Query).unwrap().len(), 1);
     }
 
     #[test]

@@ -72,6 +72,22 @@ pub trait Dataset: Send + Sync {
     /// Where sample `index` comes from, for messages: a path, or `synthetic glyph #i ...`.
     fn describe(&self, index: usize) -> String;
 
+    /// Checks, as cheaply as the source allows, that sample `index` will load: file-based
+    /// datasets read the file and parse its image header (size within the [`crate::Limits`])
+    /// without decoding pixels, so a run can find every unreadable file up front
+    /// ([`crate::Loader::preload`]). A header check cannot see damage further into a file.
+    /// Default: loads the sample.
+    fn check_image(&self, index: usize) -> Result<(), Error> {
+        self.load(index).map(drop)
+    }
+
+    /// The size in bytes of sample `index`'s file, for the fingerprint a resumed run checks
+    /// its data by; `None` for samples that are not files. Default: `None`.
+    fn byte_len(&self, index: usize) -> Option<u64> {
+        let _ = index;
+        None
+    }
+
     /// All labels, in sample order.
     fn labels(&self) -> Vec<usize> {
         (0..self.len()).map(|i| self.label(i)).collect()

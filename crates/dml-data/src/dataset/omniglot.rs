@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::Error;
 use crate::dataset::{ImageEntry, ImageList};
 use crate::store::{ImageStore, is_image_path};
+use crate::{Error, Limits};
 
 /// What an Omniglot sample's class is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -30,14 +30,25 @@ pub struct OmniglotDataset;
 
 impl OmniglotDataset {
     /// Lists the drawings under `root`, labelled by `label`, keeping only the alphabets named in
-    /// `alphabets` when it is given (an unknown name is an error listing the known ones).
+    /// `alphabets` when it is given (an unknown name is an error listing the known ones), with
+    /// the default [`Limits`].
     pub fn open(
         root: impl AsRef<Path>,
         label: OmniglotLabel,
         alphabets: Option<&[String]>,
     ) -> Result<ImageList, Error> {
+        Self::open_with(root, label, alphabets, Limits::default())
+    }
+
+    /// [`OmniglotDataset::open`] with reads and decoding bounded by `limits`.
+    pub fn open_with(
+        root: impl AsRef<Path>,
+        label: OmniglotLabel,
+        alphabets: Option<&[String]>,
+        limits: Limits,
+    ) -> Result<ImageList, Error> {
         let root = root.as_ref();
-        let store = ImageStore::open(root)?;
+        let store = ImageStore::open_with(root, limits)?;
         let mut entries = Vec::new();
         for file in store.files()? {
             if !is_image_path(&file) {

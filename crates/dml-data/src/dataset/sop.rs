@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::Error;
 use crate::dataset::table::{self, UniqueIds};
 use crate::dataset::{DatasetSplits, ImageEntry, ImageList, TestSplit};
 use crate::store::ImageStore;
+use crate::{Error, Limits};
 
 /// Reader for Stanford Online Products (Song et al., 2016).
 ///
@@ -20,9 +20,15 @@ pub struct SopDataset;
 const HEADER: [&str; 4] = ["image_id", "class_id", "super_class_id", "path"];
 
 impl SopDataset {
-    /// Reads both list files and checks that every image exists.
+    /// Reads both list files and checks that every image exists, with the default
+    /// [`Limits`].
     pub fn open(root: impl AsRef<Path>) -> Result<DatasetSplits, Error> {
-        let store = ImageStore::open(root)?;
+        Self::open_with(root, Limits::default())
+    }
+
+    /// [`SopDataset::open`] with reads and decoding bounded by `limits`.
+    pub fn open_with(root: impl AsRef<Path>, limits: Limits) -> Result<DatasetSplits, Error> {
+        let store = ImageStore::open_with(root, limits)?;
         let train = read_split(&store, "Ebay_train.txt")?;
         let test = read_split(&store, "Ebay_test.txt")?;
         Ok(DatasetSplits {
@@ -43,8 +49,7 @@ impl SopDataset {
 fn read_split(store: &ImageStore, file: &str) -> Result<Vec<ImageEntry>, Error> {
     let path = store.display_path(file);
     let text = store.read_text(file)?;
-    let header: Vec<&str> = text
-        .lines()
+    let header: Vec<&str> = dml_core::text::lines(&text)
         .next()
         .unwrap_or("")
         .split_whitespace()
@@ -124,6 +129,35 @@ mod tests {
         let test = splits.get(Split::Test).unwrap();
         assert_eq!(test.class_names(), ["11319"]);
         assert_eq!(test.load(1).unwrap().to_luma8().get_pixel(0, 0).0, [5]);
+    }
+
+    #[test]
+    fn list_files_saved_with_a_byte_order_mark_or_as_utf16() {
+        let tree = TempTree::new();
+        fabricate(&tree);
+        let train = std::fs::read(tree.path("Ebay_train.txt")).unwrap();
+        tree.write(
+            "Ebay_train.txt",
+            &[b"\xEF\xBB\xBF".as_slice(), &train].concat(),
+        );
+        let splits = SopDataset::open(tree.root()).unwrap();
+        assert_eq!(splits.get(Split::Train).unwrap().len(), 3);
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(
+                String::from_utf8(train)
+                    .unwrap()
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        tree.write("Ebay_train.txt", &utf16);
+        let err = SopDataset::open(tree.root()).unwrap_err().to_string();
+        assert!(
+            err.contains("Ebay_train.txt: the text is UTF-16LE")
+                && err.contains("save the file as UTF-8"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub(crate) fn rows<'a>(
     columns: usize,
 ) -> Result<Vec<Row<'a>>, Error> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(skip) {
+    for (i, line) in dml_core::text::lines(text).enumerate().skip(skip) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.is_empty() {
             continue;
@@ -91,6 +91,13 @@ impl<'p> UniqueIds<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_lines_and_a_cut_last_line_end_read_like_lf() {
+        let p = Path::new("t.txt");
+        let r = rows("1 a\r\n2 b\r", p, 0, 2).unwrap();
+        assert_eq!((r[1].line, r[1].fields[1]), (2, "b"));
+    }
 
     #[test]
     fn rows_skip_header_and_blank_lines_and_report_bad_lines() {

@@ -97,6 +97,10 @@ impl Default for SyntheticGlyphsConfig {
     }
 }
 
+/// The most classes, samples, modes or images a synthetic glyph set may have: far more than a
+/// test needs, few enough that the class list fits in memory.
+const MAX_GLYPH_COUNT: usize = 10_000_000;
+
 impl SyntheticGlyphsConfig {
     /// Checks the settings; the error names the offending field.
     pub fn validate(&self) -> Result<(), Error> {
@@ -107,9 +111,23 @@ impl SyntheticGlyphsConfig {
             ("modes", self.modes),
         ];
         for (field, v) in positive {
-            if v == 0 {
-                return Err(Error::config(field, "must be at least 1"));
+            if !(1..=MAX_GLYPH_COUNT).contains(&v) {
+                return Err(Error::config(
+                    field,
+                    format!("must be in 1..={MAX_GLYPH_COUNT}, got {v}"),
+                ));
             }
+        }
+        let images = (self.train_classes + self.test_classes).checked_mul(self.samples_per_class);
+        if images.is_none_or(|n| n > MAX_GLYPH_COUNT) {
+            return Err(Error::config(
+                "samples_per_class",
+                format!(
+                    "{} classes of {} glyphs are more than {MAX_GLYPH_COUNT} images",
+                    self.train_classes + self.test_classes,
+                    self.samples_per_class
+                ),
+            ));
         }
         if !(8..=512).contains(&self.size) {
             return Err(Error::config(

@@ -61,12 +61,16 @@ impl<'a> Params<'a> {
     pub fn opt_usize(&mut self, key: &'static str) -> Result<Option<usize>> {
         match self.value(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|u| Some(u as usize)).ok_or_else(|| {
-                Error::Case(format!(
-                    "{}: `{key}` must be a non-negative integer, got {v}",
-                    self.owner
-                ))
-            }),
+            Some(v) => v
+                .as_u64()
+                .and_then(|u| usize::try_from(u).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::Case(format!(
+                        "{}: `{key}` must be a non-negative integer, got {v}",
+                        self.owner
+                    ))
+                }),
         }
     }
 

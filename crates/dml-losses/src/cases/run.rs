@@ -49,12 +49,13 @@ pub fn run_case_file(text: &str, dtype: Option<Dtype>) -> Result<Value> {
     }
     let dtype = match dtype {
         Some(d) => d,
-        None => match top.get("dtype").and_then(Value::as_str) {
-            None | Some("float32") => Dtype::F32,
-            Some("float64") => Dtype::F64,
+        None => match top.get("dtype") {
+            None => Dtype::F32,
+            Some(Value::String(name)) if name == "float32" => Dtype::F32,
+            Some(Value::String(name)) if name == "float64" => Dtype::F64,
             Some(other) => {
                 return Err(Error::Case(format!(
-                    "dtype `{other}` is not supported; use float32 or float64"
+                    "dtype {other} is not supported; use \"float32\" or \"float64\""
                 )));
             }
         },
@@ -171,10 +172,15 @@ fn run_named_case<T: Real>(
     if let Some((p, c, pd)) = &proxies {
         batch = batch.with_params(MatrixRef::new(p, *c, *pd)?);
     }
-    let unreduced = obj
-        .get("unreduced")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let unreduced = match obj.get("unreduced") {
+        None => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(other) => {
+            return Err(Error::Case(format!(
+                "`unreduced` must be true or false, got {other}"
+            )));
+        }
+    };
     if unreduced {
         batch = batch.with_terms();
     }
@@ -257,22 +263,40 @@ fn matrix<T: Real>(what: &str, v: &Value) -> Result<(Vec<T>, usize, usize)> {
         .as_array()
         .ok_or_else(|| Error::Case(format!("`{what}` must be an array of rows")))?;
     let d = rows.first().and_then(Value::as_array).map_or(0, Vec::len);
+    // Every row is checked before the values are allocated: the row count times row 0's
+    // width is then the number of values the file holds, not a size that 100 000 empty
+    // rows after one long row would inflate to 10^10.
+    let rows: Vec<&Vec<Value>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let r = r
+                .as_array()
+                .ok_or_else(|| Error::Case(format!("`{what}` row {i} is not an array")))?;
+            if r.len() != d {
+                return Err(Error::Case(format!(
+                    "`{what}` row {i} has {} values, row 0 has {d}",
+                    r.len()
+                )));
+            }
+            Ok(r)
+        })
+        .collect::<Result<_>>()?;
     let mut out = Vec::with_capacity(rows.len() * d);
     for (i, r) in rows.iter().enumerate() {
-        let r = r
-            .as_array()
-            .ok_or_else(|| Error::Case(format!("`{what}` row {i} is not an array")))?;
-        if r.len() != d {
-            return Err(Error::Case(format!(
-                "`{what}` row {i} has {} values, row 0 has {d}",
-                r.len()
-            )));
-        }
         for (j, x) in r.iter().enumerate() {
             let x = x.as_f64().ok_or_else(|| {
                 Error::Case(format!("`{what}` row {i} column {j} is not a number: {x}"))
             })?;
-            out.push(T::of(x));
+            // JSON numbers are finite, but one beyond f32's range is not once converted.
+            let v = T::of(x);
+            if !v.is_finite() {
+                return Err(Error::Case(format!(
+                    "`{what}` row {i} column {j} is not finite as {}: {x}",
+                    std::any::type_name::<T>()
+                )));
+            }
+            out.push(v);
         }
     }
     Ok((out, rows.len(), d))
@@ -332,3 +356,6 @@ fn indices_tuple(v: &Value) -> Result<Tuples> {
         )),
     }
 }
+
+#[cfg(test)]
+mod properties;

@@ -1,17 +1,19 @@
 //! dml-data as the trainer's [`BatchSource`]s: the training loader driven by a P x K or
 //! N-pair sampler, and the held-out split read in order (query then gallery for In-Shop).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dml_data::{
     BatchSampler, Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits,
-    ImageFiles, ImageFolderDataset, InShopDataset, Loader, NPairSamplerConfig, OmniglotDataset,
-    Pipeline, PkSamplerConfig, SopDataset, TestSplit, sequential_batches,
+    ImageFiles, ImageFolderDataset, InShopDataset, Limits, Loader, NPairSamplerConfig,
+    OmniglotDataset, Pipeline, PkSamplerConfig, SopDataset, TestSplit, sequential_batches,
 };
 
 use crate::config::{DataConfig, DatasetConfig, SamplerKind};
 use crate::error::{BoxError, Error};
+use crate::fingerprint::{DataFingerprint, Item, SplitFingerprint};
 use crate::seed::{SeedStream, derive_seed};
 use crate::task::{Batch, BatchIter, BatchSource};
 
@@ -21,7 +23,8 @@ enum Opened {
     Single(Arc<dyn Dataset>),
 }
 
-fn open(config: &DatasetConfig) -> Result<Opened, dml_data::Error> {
+/// Opens `config`'s dataset, every read and decode bounded by `limits`.
+fn open(config: &DatasetConfig, limits: Limits) -> Result<Opened, dml_data::Error> {
     let single = |list: dml_data::ImageList| Opened::Single(Arc::new(list));
     Ok(match config {
         DatasetConfig::Synthetic(glyphs) => Opened::Splits(glyphs.splits()?),
@@ -29,18 +32,23 @@ fn open(config: &DatasetConfig) -> Result<Opened, dml_data::Error> {
             let root = root
                 .clone()
                 .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_owned());
-            single(CsvListDataset::open(path, root)?)
+            single(CsvListDataset::open_with(path, root, limits)?)
         }
-        DatasetConfig::Folder { path } => single(ImageFolderDataset::open(path)?),
-        DatasetConfig::Cub { path } => Opened::Splits(Cub200Dataset::open(path)?),
-        DatasetConfig::Cars196 { path } => Opened::Splits(Cars196Dataset::open(path)?),
-        DatasetConfig::Sop { path } => Opened::Splits(SopDataset::open(path)?),
-        DatasetConfig::InShop { path } => Opened::Splits(InShopDataset::open(path)?),
+        DatasetConfig::Folder { path } => single(ImageFolderDataset::open_with(path, limits)?),
+        DatasetConfig::Cub { path } => Opened::Splits(Cub200Dataset::open_with(path, limits)?),
+        DatasetConfig::Cars196 { path } => Opened::Splits(Cars196Dataset::open_with(path, limits)?),
+        DatasetConfig::Sop { path } => Opened::Splits(SopDataset::open_with(path, limits)?),
+        DatasetConfig::InShop { path } => Opened::Splits(InShopDataset::open_with(path, limits)?),
         DatasetConfig::Omniglot {
             path,
             label,
             alphabets,
-        } => single(OmniglotDataset::open(path, *label, alphabets.as_deref())?),
+        } => single(OmniglotDataset::open_with(
+            path,
+            *label,
+            alphabets.as_deref(),
+            limits,
+        )?),
     })
 }
 
@@ -54,7 +62,9 @@ pub struct RunData {
 
 impl RunData {
     /// Opens the datasets `config` names (errors name the missing or malformed file) and
-    /// builds the samplers and loaders, seeded from `seed`.
+    /// builds the samplers and loaders, seeded from `seed`. Every image of both splits is
+    /// read up front (decoded into the cache, or header-checked; [`Loader::preload`]), so an
+    /// unreadable file fails here, with all the others, and not hours into training.
     pub fn open(config: &DataConfig, seed: u64) -> Result<RunData, Error> {
         let pipeline = config.pipeline.init()?;
         let (train, test) = open_splits(config)?;
@@ -63,6 +73,46 @@ impl RunData {
             .map(|split| HeldOut::new(config, split, pipeline))
             .transpose()?;
         Ok(RunData { train, test })
+    }
+}
+
+impl RunData {
+    /// The fingerprint of both splits, which a resumed run checks.
+    pub fn fingerprint(&self) -> DataFingerprint {
+        let split = |items: Vec<(&Arc<dyn Dataset>, usize)>, classes: usize| {
+            let described: Vec<(String, &str, Option<u64>)> = items
+                .iter()
+                .map(|(dataset, i)| {
+                    let class = dataset.class_names()[dataset.label(*i)].as_str();
+                    (dataset.describe(*i), class, dataset.byte_len(*i))
+                })
+                .collect();
+            SplitFingerprint::of(
+                classes,
+                described.iter().map(|(name, class, bytes)| Item {
+                    name,
+                    class,
+                    bytes: *bytes,
+                }),
+            )
+        };
+        let train = self.train.dataset();
+        let mut splits = BTreeMap::from([(
+            "train".to_owned(),
+            split(
+                (0..train.len()).map(|i| (train, i)).collect(),
+                train.class_names().len(),
+            ),
+        )]);
+        if let Some(test) = &self.test {
+            let items: Vec<_> = test.items().map(|(dataset, i, _)| (dataset, i)).collect();
+            let classes: std::collections::BTreeSet<&str> = items
+                .iter()
+                .map(|(dataset, i)| dataset.class_names()[dataset.label(*i)].as_str())
+                .collect();
+            splits.insert("test".to_owned(), split(items, classes.len()));
+        }
+        DataFingerprint(splits)
     }
 }
 
@@ -75,7 +125,8 @@ pub enum SplitChoice {
     Test,
 }
 
-/// One split of `config`'s data, read in order with the evaluation transform.
+/// One split of `config`'s data, read in order with the evaluation transform; every image's
+/// header is checked first, so all unreadable files are reported before any is embedded.
 pub fn open_split(config: &DataConfig, split: SplitChoice) -> Result<HeldOut, Error> {
     let pipeline = config.pipeline.init()?;
     let (train, test) = open_splits(config)?;
@@ -92,21 +143,21 @@ pub fn open_split(config: &DataConfig, split: SplitChoice) -> Result<HeldOut, Er
 }
 
 /// Loose images (files, folders, zip archives; see [`ImageFiles::open`]), read in order with
-/// `config`'s evaluation transform: the queries of a search.
+/// `config`'s evaluation transform, their headers checked first: the queries of a search.
 pub fn open_images(config: &DataConfig, paths: &[PathBuf]) -> Result<HeldOut, Error> {
     let pipeline = config.pipeline.init()?;
-    let images: Arc<dyn Dataset> = Arc::new(ImageFiles::open(paths)?);
+    let images: Arc<dyn Dataset> = Arc::new(ImageFiles::open_with(paths, config.limits)?);
     HeldOut::new(config, TestSplit::Pooled(images), pipeline)
 }
 
 /// The training dataset and the held-out split: `data.test` if given, else the dataset's own.
 fn open_splits(config: &DataConfig) -> Result<(Arc<dyn Dataset>, Option<TestSplit>), Error> {
-    let (train, native_test) = match open(&config.dataset)? {
+    let (train, native_test) = match open(&config.dataset, config.limits)? {
         Opened::Splits(splits) => (splits.train, Some(splits.test)),
         Opened::Single(dataset) => (dataset, None),
     };
     let test = match &config.test {
-        Some(test) => Some(match open(test)? {
+        Some(test) => Some(match open(test, config.limits)? {
             Opened::Splits(splits) => splits.test,
             Opened::Single(dataset) => TestSplit::Pooled(dataset),
         }),
@@ -153,8 +204,9 @@ impl TrainBatches {
         };
         let augment_seed = derive_seed(seed, SeedStream::Data, 1);
         let loader = Loader::train(dataset, pipeline, config.loader.clone(), augment_seed)?;
-        // Decode the training images into the loader's cache now, in parallel: when they fit,
-        // every corrupt file is reported (all at once) before training starts.
+        // Decode the training images into the loader's cache now, in parallel, and check the
+        // headers of those it cannot hold: every unreadable file is reported (all at once)
+        // before training starts.
         loader.preload()?;
         Ok(TrainBatches { loader, sampler })
     }
@@ -207,6 +259,11 @@ impl HeldOut {
             .into_iter()
             .map(|dataset| Loader::eval(dataset, pipeline.clone(), config.loader.clone()))
             .collect::<Result<Vec<_>, _>>()?;
+        // An evaluation loader keeps nothing: this checks every image's header, so an
+        // unreadable file is reported (with all the others) before training or embedding.
+        for part in &parts {
+            part.preload()?;
+        }
         Ok(HeldOut {
             parts,
             batch_size: config.batch.eval_batch_size,
@@ -269,5 +326,118 @@ impl BatchSource for HeldOut {
             })));
         }
         Ok(Box::new(iters.into_iter().flatten()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(path: &Path, shade: u8) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::GrayImage::from_pixel(6, 4, image::Luma([shade]))
+            .save(path)
+            .unwrap();
+    }
+
+    /// `root/{a,b}/{0,1,2}.png`, of which `a/1.png` is cut short and `b/2.png` is not an
+    /// image.
+    fn folder_with_two_corrupt_images(root: &Path) {
+        for class in ["a", "b"] {
+            for i in 0..3 {
+                png(&root.join(format!("{class}/{i}.png")), i);
+            }
+        }
+        let good = std::fs::read(root.join("a/0.png")).unwrap();
+        std::fs::write(root.join("a/1.png"), &good[..20]).unwrap();
+        std::fs::write(root.join("b/2.png"), b"not a png").unwrap();
+    }
+
+    fn assert_names_both(err: Error, root: &Path) {
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("data: 2 images cannot be read: ")
+                && msg.contains(&root.join("a/1.png").display().to_string())
+                && msg.contains(&root.join("b/2.png").display().to_string()),
+            "{msg}"
+        );
+    }
+
+    fn folder(path: &Path) -> DatasetConfig {
+        DatasetConfig::Folder {
+            path: path.to_owned(),
+        }
+    }
+
+    #[test]
+    fn embedding_checks_every_image_before_the_first_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("imgs");
+        folder_with_two_corrupt_images(&root);
+        let config = DataConfig {
+            dataset: folder(&root),
+            ..DataConfig::default()
+        };
+        assert_names_both(
+            open_split(&config, SplitChoice::Train).err().unwrap(),
+            &root,
+        );
+        let queries = open_images(&config, std::slice::from_ref(&root))
+            .err()
+            .unwrap();
+        assert_names_both(queries, &root);
+    }
+
+    #[test]
+    fn a_run_checks_both_splits_up_front_with_the_cache_on_or_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+        folder_with_two_corrupt_images(&bad);
+        for class in ["a", "b"] {
+            for i in 0..3 {
+                png(&good.join(format!("{class}/{i}.png")), i);
+            }
+        }
+        let mut config = DataConfig::default();
+        config.batch.classes_per_batch = 2;
+        config.batch.samples_per_class = 2;
+        for cache_mib in [0, 64] {
+            config.loader.cache_mib = cache_mib;
+            config.dataset = folder(&good);
+            config.test = Some(folder(&bad));
+            assert_names_both(RunData::open(&config, 1).err().unwrap(), &bad);
+            config.dataset = folder(&bad);
+            config.test = Some(folder(&good));
+            assert_names_both(RunData::open(&config, 1).err().unwrap(), &bad);
+            config.dataset = folder(&good);
+            assert!(RunData::open(&config, 1).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_limits_reach_the_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("imgs");
+        png(&root.join("a/0.png"), 0);
+        let big = image::GrayImage::new(1001, 1000);
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        big.save(root.join("b/big.png")).unwrap();
+        let mut config = DataConfig {
+            dataset: folder(&root),
+            ..DataConfig::default()
+        };
+        assert!(open_split(&config, SplitChoice::Train).is_ok());
+        config.limits.max_image_megapixels = 1;
+        let msg = open_split(&config, SplitChoice::Train)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "data: {} is 1001 x 1000 pixels, above data.limits.max_image_megapixels = 1",
+                root.join("b/big.png").display()
+            )
+        );
     }
 }

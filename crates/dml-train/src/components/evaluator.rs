@@ -5,7 +5,7 @@ use dml_eval::{EpisodeConfig, Gallery, KMeansConfig, Metric, Spread, episode_acc
 
 use crate::components::data::HeldOut;
 use crate::config::{EvalConfig, MetricKind, SPREAD_KEYS};
-use crate::error::BoxError;
+use crate::error::{BoxError, ConfigError};
 use crate::task::{Embeddings, Evaluator, Metrics};
 
 /// Evaluates the held-out split's embeddings. Every random choice (k-means, episodes) comes
@@ -19,13 +19,31 @@ pub struct RetrievalEvaluator {
 
 impl RetrievalEvaluator {
     /// An evaluator for `held_out` as `config` asks, seeded by `seed`.
-    pub fn new(config: &EvalConfig, seed: u64, held_out: &HeldOut) -> Self {
-        RetrievalEvaluator {
+    ///
+    /// # Errors
+    /// A Recall@K whose K is more than the items a query can retrieve: found now, not after
+    /// the first epoch of training.
+    pub fn new(config: &EvalConfig, seed: u64, held_out: &HeldOut) -> Result<Self, ConfigError> {
+        let items = held_out.items().count();
+        let query_count = held_out.query_count();
+        // A pooled split retrieves from every other item; queries from the gallery.
+        let references = query_count.map_or(items.saturating_sub(1), |q| items - q);
+        let largest_k = config.k.iter().copied().max().unwrap_or(0);
+        if config.metrics.contains(&MetricKind::RecallAtK) && largest_k > references {
+            return Err(ConfigError::Invalid {
+                field: "eval.k".to_owned(),
+                reason: format!(
+                    "K = {largest_k} is more than the {references} items a query of the \
+                     held-out split can retrieve"
+                ),
+            });
+        }
+        Ok(RetrievalEvaluator {
             config: config.clone(),
             seed,
-            query_count: held_out.query_count(),
+            query_count,
             super_labels: held_out.query_super_labels(),
-        }
+        })
     }
 
     /// The dml-eval metric behind `kind` (spread is computed here, not by dml-eval).

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use dml_data::{
-    LoaderConfig, OmniglotLabel, PipelineConfig, SmallClassPolicy, SyntheticGlyphsConfig,
+    Limits, LoaderConfig, OmniglotLabel, PipelineConfig, SmallClassPolicy, SyntheticGlyphsConfig,
 };
 use serde::{Deserialize, Serialize};
 
-use super::check;
+use super::{MAX_BATCH, MAX_THREADS, check, check_count};
 use crate::error::ConfigError;
 
 /// Training data, held-out data, image pipeline, sampling and loading.
@@ -23,6 +23,10 @@ use crate::error::ConfigError;
 /// color = "rgb"
 /// resize = 256
 /// crop = 227
+///
+/// [data.limits]          # dml-data's Limits
+/// max_file_mib = 256
+/// max_image_megapixels = 64
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -42,7 +46,16 @@ pub struct DataConfig {
     /// Decoding threads, read-ahead and the memory budget for keeping decoded, resized
     /// training images between epochs (`cache_mib`, default 2048; 0 turns it off).
     pub loader: LoaderConfig,
+    /// The largest file (`max_file_mib`, default 256: a file, zip entry or inflated .mat
+    /// variable) and image (`max_image_megapixels`, default 64, from its header) any reader
+    /// accepts, so a corrupt or hostile header is an error naming the setting instead of an
+    /// allocation of gigabytes. Each must be in `1..=1048576`.
+    pub limits: Limits,
 }
+
+/// The largest value of a `[data.limits]` field: 1 TiB per file, 10^12 pixels per image,
+/// beyond any real input; a larger value is a typo.
+const MAX_LIMIT: u64 = 1 << 20;
 
 impl Default for DataConfig {
     /// Built-in synthetic glyphs at 28 x 28: no files needed.
@@ -53,6 +66,7 @@ impl Default for DataConfig {
             pipeline: PipelineConfig::characters(28),
             batch: BatchConfig::default(),
             loader: LoaderConfig::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -261,21 +275,39 @@ impl DataConfig {
             "data.batch.samples_per_class",
             "the n-pair sampler takes exactly 2 samples per class",
         )?;
+        let batch = self
+            .batch
+            .classes_per_batch
+            .checked_mul(self.batch.samples_per_class);
         check(
-            self.batch.eval_batch_size >= 1,
+            batch.is_some_and(|n| n <= MAX_BATCH),
+            "data.batch.classes_per_batch",
+            format!(
+                "a batch of {} x {} images is more than {MAX_BATCH}",
+                self.batch.classes_per_batch, self.batch.samples_per_class
+            ),
+        )?;
+        check_count(
             "data.batch.eval_batch_size",
-            "must be at least 1",
+            self.batch.eval_batch_size,
+            MAX_BATCH,
         )?;
-        check(
-            self.loader.workers >= 1,
-            "data.loader.workers",
-            "must be at least 1",
-        )?;
-        check(
-            self.loader.prefetch >= 1,
-            "data.loader.prefetch",
-            "must be at least 1",
-        )
+        check_count("data.loader.workers", self.loader.workers, MAX_THREADS)?;
+        check_count("data.loader.prefetch", self.loader.prefetch, MAX_BATCH)?;
+        for (field, value) in [
+            ("data.limits.max_file_mib", self.limits.max_file_mib),
+            (
+                "data.limits.max_image_megapixels",
+                self.limits.max_image_megapixels,
+            ),
+        ] {
+            check(
+                (1..=MAX_LIMIT).contains(&value),
+                field,
+                format!("must be in 1..={MAX_LIMIT}, got {value}"),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -345,6 +377,37 @@ mod tests {
                 alphabets: None
             }
         );
+    }
+
+    #[test]
+    fn limits_default_parse_and_are_validated_by_name() {
+        let data = DataConfig::default();
+        assert_eq!(
+            (data.limits.max_file_mib, data.limits.max_image_megapixels),
+            (256, 64)
+        );
+        let data: DataConfig = toml::from_str("[limits]\nmax_file_mib = 8").unwrap();
+        assert_eq!(data.limits.max_file_mib, 8);
+        assert_eq!(data.limits.max_image_megapixels, 64);
+        data.validate().unwrap();
+        let err = toml::from_str::<DataConfig>("[limits]\nmax_file_bytes = 8")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `max_file_bytes`"), "{err}");
+        for (toml, field) in [
+            ("[limits]\nmax_file_mib = 0", "data.limits.max_file_mib"),
+            (
+                "[limits]\nmax_image_megapixels = 2000000",
+                "data.limits.max_image_megapixels",
+            ),
+        ] {
+            let data: DataConfig = toml::from_str(toml).unwrap();
+            let err = data.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(field) && err.contains("1..=1048576"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

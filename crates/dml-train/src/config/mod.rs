@@ -91,6 +91,12 @@ impl RunConfig {
     ) -> Result<RunConfig, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(toml_text).map_err(|e| parse_error(origin, toml_text, &e))?;
+        if let Some(field) = table.iter().find_map(|(k, v)| overrides::non_finite(v, k)) {
+            return Err(ConfigError::NonFinite {
+                origin: origin.to_owned(),
+                field,
+            });
+        }
         // Deserialising the text itself (not the table) keeps line numbers in its errors.
         let mut config: RunConfig =
             toml::from_str(toml_text).map_err(|e| parse_error(origin, toml_text, &e))?;
@@ -106,14 +112,11 @@ impl RunConfig {
             config = toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: format!(
-                        "--set {}",
-                        overrides
-                            .iter()
-                            .map(Override::text)
-                            .collect::<Vec<_>>()
-                            .join(" --set ")
-                    ),
+                    origin: overrides
+                        .iter()
+                        .map(Override::origin)
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     line: None,
                     column: None,
                     message: e.message().to_owned(),
@@ -162,11 +165,9 @@ impl RunConfig {
 
     /// Checks every field and the fields that constrain each other.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check(
-            self.threads != Some(0),
-            "threads",
-            "must be at least 1 (leave it out for all cores)",
-        )?;
+        if let Some(threads) = self.threads {
+            check_count("threads", threads, MAX_THREADS)?;
+        }
         check(
             !self.out.as_os_str().is_empty(),
             "out",
@@ -264,6 +265,26 @@ pub(crate) fn check(ok: bool, field: &str, reason: impl Into<String>) -> Result<
     }
 }
 
+/// The most worker threads a setting may ask for. More threads than this only thrash, and a
+/// typo (`--threads 10000`) would spend minutes starting threads.
+pub const MAX_THREADS: usize = 1024;
+
+/// The most images a training or evaluation batch may hold (bounds the arithmetic of batch
+/// shapes; a real batch is far smaller).
+pub const MAX_BATCH: usize = 1 << 16;
+
+/// The most epochs a run may have.
+pub const MAX_EPOCHS: usize = 1_000_000;
+
+/// Checks that a count is in `1..=max`.
+pub(crate) fn check_count(field: &str, value: usize, max: usize) -> Result<(), ConfigError> {
+    check(
+        (1..=max).contains(&value),
+        field,
+        format!("must be in 1..={max}, got {value}"),
+    )
+}
+
 pub(crate) fn check_finite_nonneg(field: &str, value: f64) -> Result<(), ConfigError> {
     check(
         value.is_finite() && value >= 0.0,
@@ -327,6 +348,18 @@ mod tests {
             .to_string();
         assert!(err.starts_with("--set train.epoch=3:"), "{err}");
         assert!(err.contains("unknown field `epoch`"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_numbers_in_a_file_are_named() {
+        let err = RunConfig::resolve("[loss.params]\nmargin = nan\n", "run.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "run.toml: loss.params.margin must be a finite number");
+        let err = RunConfig::resolve("[optimizer]\nlr = -inf\n", "run.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "run.toml: optimizer.lr must be a finite number");
     }
 
     #[test]
@@ -429,6 +462,49 @@ mod tests {
             expected.iter().all(|n| names.contains(&n.to_string())),
             "{names:?}"
         );
+    }
+
+    /// The dotted path of every number in `table`.
+    fn number_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = format!("{prefix}{key}");
+            match value {
+                toml::Value::Integer(_) | toml::Value::Float(_) => out.push(path),
+                toml::Value::Table(inner) => number_keys(inner, &format!("{path}."), out),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_numbers_in_any_field_are_refused_or_bounded() {
+        let mut keys = Vec::new();
+        number_keys(&RunConfig::default().to_toml(), "", &mut keys);
+        keys.extend(["train.max_steps", "threads", "checkpoint.every_steps"].map(String::from));
+        assert!(keys.len() > 20, "{keys:?}");
+        let extremes = [
+            toml::Value::Integer(0),
+            toml::Value::Integer(-1),
+            toml::Value::Integer(i64::MAX),
+            toml::Value::Float(1e308),
+            toml::Value::Float(-1e308),
+        ];
+        for key in &keys {
+            for value in &extremes {
+                let item = Override::new(key, value.clone());
+                if let Ok(config) = RunConfig::resolve("", "run.toml", &[item]) {
+                    // What validates is small enough to run: batch shapes and counts bounded.
+                    let batch = &config.data.batch;
+                    assert!(batch.batch_size() <= MAX_BATCH && batch.eval_batch_size <= MAX_BATCH);
+                    assert!(config.train.epochs <= MAX_EPOCHS, "{key}={value}");
+                    assert!(config.threads.is_none_or(|t| t <= MAX_THREADS));
+                    if let DatasetConfig::Synthetic(glyphs) = &config.data.dataset {
+                        let images = glyphs.train_classes + glyphs.test_classes;
+                        assert!(images.saturating_mul(glyphs.samples_per_class) <= 10_000_000);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

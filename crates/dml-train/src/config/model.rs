@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use dml_models::{Backbone, EmbeddingNetConfig, HeadKind};
 use serde::{Deserialize, Serialize};
 
-use super::check;
+use super::check_count;
 use crate::error::ConfigError;
 
 /// The embedding network (dml-models' [`EmbeddingNetConfig`] without the input channels,
@@ -47,11 +47,7 @@ impl ModelConfig {
     }
 
     pub(crate) fn validate(&self, channels: usize) -> Result<(), ConfigError> {
-        check(
-            self.embedding_dim >= 1,
-            "model.embedding_dim",
-            "must be at least 1",
-        )?;
+        check_count("model.embedding_dim", self.embedding_dim, 1 << 16)?;
         self.net_config(channels)
             .validate()
             .map_err(|e| ConfigError::Invalid {

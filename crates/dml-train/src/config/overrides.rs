@@ -3,12 +3,13 @@
 
 use crate::error::ConfigError;
 
-/// One override: a dotted key path and the value to put there.
+/// One override: a dotted key path and the value to put there, with where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Override {
     key: Vec<String>,
     value: toml::Value,
     text: String,
+    origin: String,
 }
 
 impl Override {
@@ -29,26 +30,70 @@ impl Override {
         if !key.iter().all(valid_segment) {
             return Err(malformed());
         }
+        let value = parse_value(raw.trim());
+        let origin = format!("--set {text}");
+        if let Some(inner) = non_finite(&value, "") {
+            return Err(ConfigError::NonFinite {
+                origin,
+                field: key.join(".") + &inner,
+            });
+        }
         Ok(Override {
             key,
-            value: parse_value(raw.trim()),
+            value,
             text: text.to_owned(),
+            origin,
         })
     }
 
     /// An override from a key path and a value (what the CLI's dedicated flags produce).
     pub fn new(key: &str, value: impl Into<toml::Value>) -> Self {
         let value = value.into();
+        let text = format!("{key}={value}");
         Override {
             key: key.split('.').map(str::to_owned).collect(),
-            text: format!("{key}={value}"),
+            origin: format!("--set {text}"),
+            text,
             value,
         }
+    }
+
+    /// [`Override::new`] for a dedicated flag (`--lr`), which error messages name.
+    ///
+    /// # Errors
+    /// [`ConfigError::NonFinite`] for a NaN or infinite number.
+    pub fn flag(flag: &str, key: &str, value: impl Into<toml::Value>) -> Result<Self, ConfigError> {
+        let mut item = Override::new(key, value);
+        item.origin = format!("{flag} {}", item.value);
+        if non_finite(&item.value, "").is_some() {
+            return Err(ConfigError::NonFinite {
+                origin: item.origin,
+                field: key.to_owned(),
+            });
+        }
+        Ok(item)
     }
 
     /// The override as the user would write it (`train.epochs=5`), for error messages.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// Where it came from, as the user wrote it: `--set train.epochs=5` or `--epochs 5`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The dotted key path (`optimizer.lr`).
+    pub fn key(&self) -> String {
+        self.key.join(".")
+    }
+
+    /// Whether this override and `other` write the same field, or one writes a table that
+    /// holds the other's field.
+    pub fn overlaps(&self, other: &Override) -> bool {
+        let n = self.key.len().min(other.key.len());
+        self.key[..n] == other.key[..n]
     }
 
     /// Puts the value at the key path of `root`, the table the user wrote.
@@ -84,6 +129,22 @@ impl Override {
         }
         table.insert(leaf.clone(), self.value.clone());
         Ok(())
+    }
+}
+
+/// The path (below `path`) of the first NaN or infinite number in `value`, if any: TOML
+/// reads `nan` and `inf`, JSON cannot hold them, and no setting of a run means them.
+pub(crate) fn non_finite(value: &toml::Value, path: &str) -> Option<String> {
+    match value {
+        toml::Value::Float(v) if !v.is_finite() => Some(path.to_owned()),
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| non_finite(item, &format!("{path}[{i}]"))),
+        toml::Value::Table(table) => table
+            .iter()
+            .find_map(|(key, item)| non_finite(item, &format!("{path}.{key}"))),
+        _ => None,
     }
 }
 
@@ -182,6 +243,67 @@ mod tests {
             matches!(&err, ConfigError::OverrideThroughValue { prefix, .. } if prefix == "train.epochs"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn non_finite_numbers_are_rejected_anywhere_in_a_value() {
+        for text in [
+            "loss.params.margin=nan",
+            "optimizer.lr=inf",
+            "a=-inf",
+            "eval.k=[1, nan]",
+            "loss.params={ margin = nan }",
+        ] {
+            let err = Override::parse(text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::NonFinite { origin, .. } if origin.ends_with(text)),
+                "{text}: {err}"
+            );
+        }
+        let err = Override::flag("--lr", "optimizer.lr", f64::NAN).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--lr nan: optimizer.lr must be a finite number"
+        );
+        assert!(
+            Override::parse("a=\"nan\"").is_ok(),
+            "a string is not a number"
+        );
+    }
+
+    #[test]
+    fn overlapping_keys() {
+        let key = |k: &str| Override::new(k, 1);
+        assert!(key("loss.params").overlaps(&key("loss.params.margin")));
+        assert!(key("loss.params.margin").overlaps(&key("loss.params")));
+        assert!(key("loss.name").overlaps(&key("loss.name")));
+        assert!(!key("loss.name").overlaps(&key("loss.params")));
+        assert!(!key("loss.miner").overlaps(&key("loss.min")));
+    }
+
+    proptest::proptest! {
+        /// Any argument parses or is refused, and a parsed one resolves or is refused: no panic.
+        #[test]
+        fn arbitrary_arguments_never_panic(text in "\\PC{0,40}") {
+            if let Ok(item) = Override::parse(&text) {
+                let _ = crate::config::RunConfig::resolve("", "run.toml", &[item]);
+            }
+        }
+
+        /// Numbers and strings read back as written.
+        #[test]
+        fn values_round_trip(int in proptest::num::i64::ANY, float in -1e300f64..1e300,
+                             word in "[a-z][a-z0-9_/-]{0,12}") {
+            let value = |text: String| Override::parse(&text).unwrap().value;
+            proptest::prop_assert_eq!(value(format!("a.b={int}")), toml::Value::Integer(int));
+            proptest::prop_assert_eq!(value(format!("a={float:?}")), toml::Value::Float(float));
+            let expected = match word.as_str() {
+                "true" | "false" => toml::Value::Boolean(word == "true"),
+                "inf" | "nan" => return Ok(()),
+                _ => toml::Value::String(word.clone()),
+            };
+            proptest::prop_assert_eq!(value(format!("a={word}")), expected);
+        }
     }
 
     #[test]

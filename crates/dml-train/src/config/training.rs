@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::check;
+use super::{MAX_EPOCHS, check, check_count};
 use crate::error::ConfigError;
 
 /// How long to train and how often to log.
@@ -30,7 +30,7 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        check(self.epochs > 0, "train.epochs", "must be at least 1")?;
+        check_count("train.epochs", self.epochs, MAX_EPOCHS)?;
         check(
             self.max_steps != Some(0),
             "train.max_steps",
@@ -189,7 +189,7 @@ impl EvalConfig {
                 ),
                 ("eval.episodes.episodes", episodes.episodes),
             ] {
-                check(value >= 1, field, "must be at least 1")?;
+                check_count(field, value, MAX_EPISODE_COUNT)?;
             }
             check(
                 episodes.ways >= 2,
@@ -209,6 +209,9 @@ impl EvalConfig {
         )
     }
 }
+
+/// The most ways, shots, queries or episodes an episodic evaluation may ask for.
+const MAX_EPISODE_COUNT: usize = 1_000_000;
 
 /// Stop when `eval.monitor` has not improved for `patience` evaluations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
