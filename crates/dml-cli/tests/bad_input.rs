@@ -192,6 +192,39 @@ fn every_setting_takes_effect_or_is_an_error() {
         refused(dir.path(), &all, names);
     }
 
+    // Flags of other commands that would be ignored.
+    let labels = dir.path().join("l.txt");
+    std::fs::write(&labels, "a\nb\n").unwrap();
+    for (args, names) in [
+        (&["--metrics", "nmi", "--k", "1"][..], &["--k"][..]),
+        (&["--metrics", "map", "--seed", "3"][..], &["--seed"][..]),
+        (
+            &["--cluster-labels", "c.txt", "--kmeans-iters", "3"][..],
+            &["--kmeans-iters", "--cluster-labels"][..],
+        ),
+    ] {
+        let mut all = vec!["eval", "--embeddings", "e.npy", "--labels", arg(&labels)];
+        all.extend_from_slice(args);
+        refused(dir.path(), &all, names);
+    }
+    let out = dml(&[
+        "embed",
+        "--checkpoint",
+        "c",
+        "--out",
+        "e.npy",
+        "--data",
+        "d",
+        "--split",
+        "train",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--split"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // What ran is what config.json says: the global thread count included.
     let config = dry_run(&["--set", "data.loader.workers=1"]);
     assert_eq!(config["threads"], serde_json::Value::Null);

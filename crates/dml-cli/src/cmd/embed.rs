@@ -24,9 +24,10 @@ pub struct Args {
     /// the checkpoint's dataset kind. Default: the checkpoint's own data.
     #[arg(long, value_name = "PATH")]
     data: Option<PathBuf>,
-    /// Which split of the data to embed.
-    #[arg(long, value_name = "SPLIT", default_value = "test")]
-    split: SplitArg,
+    /// Which split of the checkpoint's data to embed (default: test). Data
+    /// given with --data is embedded whole.
+    #[arg(long, value_name = "SPLIT", conflicts_with = "data")]
+    split: Option<SplitArg>,
     /// Output embeddings (.npy); labels and paths go beside it.
     #[arg(long, short = 'o', value_name = "PATH")]
     out: PathBuf,
@@ -48,14 +49,14 @@ pub fn run(args: Args, device: DeviceArg) -> anyhow::Result<()> {
     let checkpoint = Checkpoint::read(&path)?;
     let mut config = checkpoint.config.clone();
     let mut split = match args.split {
-        SplitArg::Train => SplitChoice::Train,
-        SplitArg::Test => SplitChoice::Test,
+        Some(SplitArg::Train) => SplitChoice::Train,
+        Some(SplitArg::Test) | None => SplitChoice::Test,
     };
     if let Some(data) = &args.data {
         let like = config.data.test.as_ref().unwrap_or(&config.data.dataset);
         config.data.dataset = like.for_path(data);
         config.data.test = None;
-        // The given data is embedded whole, whatever split was asked for.
+        // The given data is embedded whole (`--split` conflicts with `--data`).
         split = SplitChoice::Train;
     }
     if let Some(batch_size) = args.batch_size {

@@ -32,17 +32,12 @@ pub struct Args {
     /// Tensor to read from .safetensors files (default: the only one).
     #[arg(long, value_name = "NAME")]
     tensor: Option<String>,
-    /// K values of Recall@K, comma separated.
+    /// K values of Recall@K, comma separated (default: 1,2,4,8).
     ///
     /// Each K must be at most the number of reference items a query can
     /// see (one fewer than the set in leave-one-out mode).
-    #[arg(
-        long,
-        value_name = "K,..",
-        value_delimiter = ',',
-        default_value = "1,2,4,8"
-    )]
-    k: Vec<usize>,
+    #[arg(long, value_name = "K,..", value_delimiter = ',')]
+    k: Option<Vec<usize>>,
     /// Metrics to compute, comma separated (default: all).
     ///
     /// Keys: recall_at_k, precision_at_1, r_precision, map_at_r, map, mrr,
@@ -57,18 +52,18 @@ pub struct Args {
     /// .npy (integers) or text, one cluster per query.
     #[arg(long, value_name = "PATH")]
     cluster_labels: Option<PathBuf>,
-    /// Seed of k-means (initialisation and restarts).
-    #[arg(long, value_name = "NUM", default_value_t = 0)]
-    seed: u64,
-    /// k-means restarts (the lowest inertia is kept).
-    #[arg(long, value_name = "NUM", default_value_t = 3)]
-    kmeans_restarts: usize,
-    /// Lloyd iterations per k-means restart, at most.
+    /// Seed of k-means (initialisation and restarts; default: 0).
+    #[arg(long, value_name = "NUM")]
+    seed: Option<u64>,
+    /// k-means restarts, the lowest inertia is kept (default: 3).
+    #[arg(long, value_name = "NUM")]
+    kmeans_restarts: Option<usize>,
+    /// Lloyd iterations per k-means restart, at most (default: 20).
     ///
     /// k-means also stops at 8e11 multiply-adds in all (at 60000 items x
     /// 12000 classes: one restart, one iteration); the table says what ran.
-    #[arg(long, value_name = "NUM", default_value_t = 20)]
-    kmeans_iters: usize,
+    #[arg(long, value_name = "NUM")]
+    kmeans_iters: Option<usize>,
     /// Print one JSON object instead of a table.
     ///
     /// Keys: recall_at_k (object keyed by K), precision_at_1, r_precision,
@@ -96,6 +91,33 @@ impl From<DistanceArg> for Distance {
     }
 }
 
+/// The survey's Recall@K values.
+const DEFAULT_KS: [usize; 4] = [1, 2, 4, 8];
+
+/// A flag whose metric is not computed would be silently ignored: it is an error instead.
+fn check_flags_apply(args: &Args, metrics: &[Metric]) -> anyhow::Result<()> {
+    if args.k.is_some() && !metrics.contains(&Metric::RecallAtK) {
+        bail!("--k sets the K of Recall@K, which --metrics leaves out");
+    }
+    let kmeans_flags = [
+        (args.seed.is_some(), "--seed"),
+        (args.kmeans_restarts.is_some(), "--kmeans-restarts"),
+        (args.kmeans_iters.is_some(), "--kmeans-iters"),
+    ];
+    if let Some((_, flag)) = kmeans_flags.iter().find(|(given, _)| *given) {
+        if args.cluster_labels.is_some() {
+            bail!("{flag} sets the k-means clustering, which --cluster-labels replaces");
+        }
+        if !metrics
+            .iter()
+            .any(|m| matches!(m, Metric::Nmi | Metric::Ami))
+        {
+            bail!("{flag} sets the k-means clustering of NMI and AMI, which --metrics leaves out");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `dml eval`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
@@ -103,7 +125,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(list) => Metric::parse_list(list).context("--metrics")?,
         None => Metric::ALL.to_vec(),
     };
-    if let Some(&k) = args.k.iter().find(|&&k| k == 0) {
+    check_flags_apply(&args, &metrics)?;
+    let ks = args.k.clone().unwrap_or_else(|| DEFAULT_KS.to_vec());
+    if let Some(&k) = ks.iter().find(|&&k| k == 0) {
         bail!("--k: K = {k} is invalid: Recall@K needs K >= 1");
     }
     let tensor = args.tensor.as_deref();
@@ -147,13 +171,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let config = EvalConfig {
         metrics,
-        recall_ks: args.k.clone(),
+        recall_ks: ks,
         distance: args.distance.into(),
-        kmeans: KMeansConfig {
-            restarts: args.kmeans_restarts,
-            max_iters: args.kmeans_iters,
-            seed: args.seed,
-            ..KMeansConfig::new(1)
+        kmeans: {
+            let defaults = KMeansConfig::new(1);
+            KMeansConfig {
+                restarts: args.kmeans_restarts.unwrap_or(defaults.restarts),
+                max_iters: args.kmeans_iters.unwrap_or(defaults.max_iters),
+                seed: args.seed.unwrap_or(defaults.seed),
+                ..defaults
+            }
         },
         cluster_labels,
     };
@@ -350,17 +377,20 @@ mod tests {
     #[test]
     fn defaults_are_the_survey_ks_and_all_metrics() {
         let args = parse(&[]).unwrap();
-        assert_eq!(args.k, vec![1, 2, 4, 8]);
+        assert_eq!(args.k, None);
         assert!(args.metrics.is_none() && !args.json);
         assert_eq!(
             (args.seed, args.kmeans_restarts, args.kmeans_iters),
-            (0, 3, 20)
+            (None, None, None)
         );
     }
 
     #[test]
     fn k_is_a_comma_list_and_queries_come_in_pairs() {
-        assert_eq!(parse(&["--k", "1,10,100"]).unwrap().k, vec![1, 10, 100]);
+        assert_eq!(
+            parse(&["--k", "1,10,100"]).unwrap().k,
+            Some(vec![1, 10, 100])
+        );
         assert!(parse(&["--k", "1,x"]).is_err());
         assert!(parse(&["--query-embeddings", "q.npy"]).is_err());
         assert!(parse(&["--query-labels", "q.txt"]).is_err());
