@@ -1,10 +1,10 @@
 //! `dml train`, `dml embed` and `dml run` on a tiny synthetic-glyph job: configuration
-//! errors, the resolved configuration, a run killed with SIGKILL and resumed (same metrics as
+//! errors, the resolved configuration, a run that kills itself with SIGKILL at a given step and is resumed (same metrics as
 //! an uninterrupted run), and train -> embed -> eval through the files the commands write.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -167,24 +167,16 @@ fn a_run_killed_with_sigkill_and_resumed_ends_with_the_same_metrics() {
     assert_eq!(reference["evaluations"].as_array().unwrap().len(), 6);
 
     let out = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dml"))
+    // dml kills itself with SIGKILL once step 6 is done, in the middle of the second epoch:
+    // a kill from outside could come too late on a fast machine.
+    let killed = Command::new(env!("CARGO_BIN_EXE_dml"))
         .args(["train", "--config", arg(&config), "--out", arg(&out)])
+        .env("DML_TEST_KILL_AT_STEP", "6")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .unwrap();
-    // Kill it in the middle of the second epoch.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while logged_steps(&out) < 6 {
-        assert!(Instant::now() < deadline, "the run did not reach step 6");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    assert_eq!(killed.signal(), Some(9), "{killed}");
     assert!(
         !out.join("summary.json").exists(),
         "the run finished before it was killed"

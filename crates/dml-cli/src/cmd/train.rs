@@ -320,6 +320,7 @@ pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Res
     let started = Instant::now();
     let assembled = Assembled::open(&config)?;
     let mut progress = Progress::new(&config);
+    progress.kill_at = test_kill_step()?;
     let device = device.device()?.autodiff();
     let outcome = train(&config, &assembled, &device, start, &mut progress)?;
     progress.finish();
@@ -349,6 +350,24 @@ pub struct Progress {
     bar: ProgressBar,
     monitor: String,
     keys: Vec<String>,
+    kill_at: Option<u64>,
+}
+
+/// The environment variable that makes `dml train` kill itself with SIGKILL once step N is
+/// done: the kill-and-resume test's way to stop a run at a known moment, which a kill sent
+/// from outside cannot promise on a fast machine. Not a user setting.
+const TEST_KILL_AT_STEP: &str = "DML_TEST_KILL_AT_STEP";
+
+/// The step [`TEST_KILL_AT_STEP`] names, if it is set.
+fn test_kill_step() -> anyhow::Result<Option<u64>> {
+    match std::env::var(TEST_KILL_AT_STEP) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(text) => text
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{TEST_KILL_AT_STEP}={text:?}: expected a step number")),
+        Err(e) => Err(e).context(TEST_KILL_AT_STEP),
+    }
 }
 
 impl Progress {
@@ -366,6 +385,7 @@ impl Progress {
             bar,
             monitor: config.eval.monitor.clone(),
             keys: config.eval.metric_keys(),
+            kill_at: None,
         }
     }
 
@@ -393,6 +413,11 @@ impl Observer for Progress {
                 }
             }
             Event::Step(report) => {
+                if self.kill_at == Some(report.step) {
+                    // SIGKILL: no destructor, no flush, exactly like `kill -9`.
+                    // SAFETY: kill(2) with our own pid has no memory-safety preconditions.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                }
                 self.bar.set_position(report.step);
                 self.bar.set_message(format!(
                     "epoch {}  loss {:.4}  lr {:.2e}  {:.0} img/s",
