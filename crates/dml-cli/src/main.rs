@@ -84,21 +84,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line. Many library errors already include their cause in
-/// their own message (and also report it as `source()`), so a cause whose text is already
-/// there is not repeated.
+/// The error and its causes on one line, each once: dml's errors keep their cause as
+/// `source()` and never repeat it in their own message.
 fn one_line(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-    }
-    line
+    err.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// `dml ... | head` closes our stdout early; that is not a failure.

@@ -6,6 +6,8 @@
 //!   gradients) and the k-NN engine go through it.
 //! - [`text`]: the decoder every text input goes through (byte-order marks, UTF-16, invalid
 //!   UTF-8 named by line, CRLF).
+//! - [`error`]: an error with its causes on one line ([`error::chain`]); dml errors never
+//!   repeat their cause in their own message.
 //! - [`atomic`]: atomic replacement of one file or of a set of files (embeddings with their
 //!   labels and paths), shared by every crate that writes results readers rely on.
 //!
@@ -21,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod atomic;
+pub mod error;
 pub mod linalg;
 pub mod text;
 

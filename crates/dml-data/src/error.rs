@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A file or folder could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -26,7 +26,7 @@ pub enum Error {
         listed_in: Option<String>,
     },
     /// A zip archive could not be opened or one of its entries could not be read.
-    #[error("zip archive {path}: {source}")]
+    #[error("zip archive {path}")]
     Zip {
         /// The archive (and entry, when the entry failed).
         path: PathBuf,
@@ -34,7 +34,7 @@ pub enum Error {
         source: zip::result::ZipError,
     },
     /// An image file is corrupt or in a format dml cannot decode (PNG and JPEG are supported).
-    #[error("cannot decode image {path}: {source}")]
+    #[error("cannot decode image {path}")]
     Decode {
         /// The image (see [`crate::Dataset::describe`]).
         path: String,
@@ -159,7 +159,7 @@ pub enum Error {
         len: usize,
     },
     /// A text file is not UTF-8 (UTF-16, or bytes that are not UTF-8 on some line).
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Text {
         /// The text file.
         path: PathBuf,
@@ -218,7 +218,7 @@ fn first_errors(errors: &[Error]) -> String {
     let mut text: Vec<String> = errors
         .iter()
         .take(SHOWN_ERRORS)
-        .map(ToString::to_string)
+        .map(|e| dml_core::error::chain(e))
         .collect();
     if errors.len() > SHOWN_ERRORS {
         text.push(format!("and {} more", errors.len() - SHOWN_ERRORS));

@@ -568,7 +568,7 @@ mod tests {
         let err = store.read_text("b.txt").unwrap_err();
         assert!(matches!(err, Error::Text { .. }), "{err:?}");
         assert!(
-            err.to_string().contains("b.txt: the text is UTF-16LE"),
+            dml_core::error::chain(&err).contains("b.txt: the text is UTF-16LE"),
             "{err}"
         );
     }

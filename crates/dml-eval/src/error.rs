@@ -131,7 +131,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A text file that is not UTF-8 (UTF-16, or bytes that are not UTF-8 on some line).
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Text {
         /// The file.
         path: PathBuf,

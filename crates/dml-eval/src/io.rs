@@ -641,9 +641,9 @@ mod tests {
         std::fs::write(&t, b"\xFF\xFEd\0o\0g\0").unwrap();
         let err = read_labels(&t).unwrap_err();
         assert!(matches!(err, Error::Text { .. }), "{err:?}");
-        assert!(err.to_string().contains("UTF-16LE"), "{err}");
+        assert!(dml_core::error::chain(&err).contains("UTF-16LE"), "{err}");
         std::fs::write(&t, b"dog\nc\xE4t\n").unwrap();
-        let msg = read_labels(&t).unwrap_err().to_string();
+        let msg = dml_core::error::chain(&read_labels(&t).unwrap_err());
         assert!(
             msg.contains("l.txt: line 2, byte 2: not valid UTF-8"),
             "{msg}"

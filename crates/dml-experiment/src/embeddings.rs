@@ -86,7 +86,7 @@ fn open_npy(path: &Path) -> Result<npyz::NpyFile<BufReader<File>>, String> {
         // The caller names the file.
         dml_eval::Error::Npy { reason, .. } => reason,
         dml_eval::Error::Io { source, .. } => source.to_string(),
-        other => other.to_string(),
+        other => dml_core::error::chain(&other),
     })
 }
 

@@ -13,7 +13,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read, written or created.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -22,7 +22,7 @@ pub enum Error {
     },
     /// The plan file is not valid TOML or does not match the plan format (the message names
     /// the field and line).
-    #[error("plan {}: {source}", path.display())]
+    #[error("plan {}", path.display())]
     PlanSyntax {
         /// The plan file (`<inline>` for a plan given as a string).
         path: PathBuf,
@@ -30,7 +30,7 @@ pub enum Error {
         source: toml::de::Error,
     },
     /// The base run config referenced by a plan is not valid TOML.
-    #[error("base config {}: {source}", path.display())]
+    #[error("base config {}", path.display())]
     BaseConfigSyntax {
         /// The base config file.
         path: PathBuf,
@@ -132,7 +132,7 @@ pub enum Error {
     },
     /// The caller's check (for example "is this a valid trainer config") rejected a run.
     #[error(
-        "run `{run_id}` (dataset entry `{dataset}`, loss entry `{loss}`) is not a valid run: {source}"
+        "run `{run_id}` (dataset entry `{dataset}`, loss entry `{loss}`) is not a valid run"
     )]
     RunRejected {
         /// The run's id.
@@ -145,7 +145,7 @@ pub enum Error {
         source: BoxError,
     },
     /// The trainer failed on a run; runs finished before it stay recorded.
-    #[error("run `{run_id}` failed: {source}")]
+    #[error("run `{run_id}` failed")]
     RunFailed {
         /// The run's id.
         run_id: String,
@@ -163,7 +163,7 @@ pub enum Error {
         expected: String,
     },
     /// A results line that is not a valid run record (and not a truncated last line).
-    #[error("{}:{line}: not a run record: {source}", path.display())]
+    #[error("{}:{line}: not a run record", path.display())]
     MalformedRecord {
         /// The results file.
         path: PathBuf,
@@ -221,7 +221,7 @@ pub enum Error {
         message: String,
     },
     /// A PNG could not be encoded.
-    #[error("figure {}: {source}", path.display())]
+    #[error("figure {}", path.display())]
     PngEncode {
         /// The figure being written.
         path: PathBuf,

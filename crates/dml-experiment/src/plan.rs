@@ -462,7 +462,7 @@ miner.kind = "semihard"
     }
 
     fn err(text: &str) -> String {
-        parse(text).unwrap_err().to_string()
+        dml_core::error::chain(&parse(text).unwrap_err())
     }
 
     #[test]
@@ -633,7 +633,7 @@ seeds = [1]
                 _ => Ok(()),
             }
         };
-        let msg = plan.check(&check).unwrap_err().to_string();
+        let msg = dml_core::error::chain(&plan.check(&check).unwrap_err());
         assert!(msg.contains("run `one/hard/lr0.001/20x6/seed2`"), "{msg}");
         assert!(
             msg.contains("loss entry `hard`") && msg.contains("margin 1 is too large"),

@@ -264,9 +264,9 @@ margin = 0.0
         let dir = tempfile::tempdir().unwrap();
         let rule = CollapseRule::default();
         let mut failing = stand_in(Some("d/b/lr0.1/2x2/seed1"));
-        let msg = run_experiment(&plan(), dir.path(), &mut failing, &rule, &mut |_| {})
-            .unwrap_err()
-            .to_string();
+        let msg = dml_core::error::chain(
+            &run_experiment(&plan(), dir.path(), &mut failing, &rule, &mut |_| {}).unwrap_err(),
+        );
         assert!(
             msg.contains("run `d/b/lr0.1/2x2/seed1` failed: out of memory"),
             "{msg}"

@@ -124,7 +124,7 @@ pub enum Error {
     #[error("{0}")]
     Case(String),
     /// Context: which case of a case file failed.
-    #[error("case `{case}`: {source}")]
+    #[error("case `{case}`")]
     InCase {
         /// The case name.
         case: String,

@@ -85,20 +85,20 @@ pub enum Error {
     Config(#[from] ConfigError),
     /// A dataset could not be opened or its sampler built (the message names the file, line
     /// or class).
-    #[error("data: {0}")]
+    #[error("data")]
     Dataset(#[from] dml_data::Error),
     /// The network could not be built or its weights loaded.
-    #[error("model: {0}")]
+    #[error("model")]
     Model(#[from] dml_models::Error),
     /// The loss could not be built (unknown name or parameter: the message lists the valid
     /// ones).
-    #[error("loss: {0}")]
+    #[error("loss")]
     LossSetup(#[from] dml_losses::Error),
     /// Embeddings could not be evaluated.
-    #[error("metrics: {0}")]
+    #[error("metrics")]
     Metrics(#[from] dml_eval::Error),
     /// A file or folder could not be read, written or renamed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -115,7 +115,7 @@ pub enum Error {
         reason: String,
     },
     /// burn could not encode or apply a record (model, optimizer or schedule state).
-    #[error("{}: {what}: {source}", path.display())]
+    #[error("{}: {what}", path.display())]
     Record {
         /// The checkpoint file.
         path: PathBuf,
@@ -170,7 +170,7 @@ pub enum Error {
         field: String,
     },
     /// The training data source failed.
-    #[error("epoch {epoch}, batch {batch}: data: {source}")]
+    #[error("epoch {epoch}, batch {batch}: data")]
     Data {
         /// 0-based epoch.
         epoch: usize,
@@ -207,7 +207,7 @@ pub enum Error {
         expected: usize,
     },
     /// The loss failed (for example an invalid batch for its miner).
-    #[error("epoch {epoch}, batch {batch}: loss: {source}")]
+    #[error("epoch {epoch}, batch {batch}: loss")]
     Loss {
         /// 0-based epoch.
         epoch: usize,
@@ -232,7 +232,7 @@ pub enum Error {
         value: f64,
     },
     /// Embedding or evaluating the held-out data failed.
-    #[error("evaluation after {epochs} epochs: {source}")]
+    #[error("evaluation after {epochs} epochs")]
     Eval {
         /// Epochs completed when the evaluation ran.
         epochs: usize,
@@ -241,7 +241,7 @@ pub enum Error {
         source: BoxError,
     },
     /// Embedding a split failed (a data or device error).
-    #[error("embedding: {source}")]
+    #[error("embedding")]
     Embed {
         /// The data source's or the model's error.
         #[source]

@@ -962,7 +962,7 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(err.to_string().contains("blob.png"), "{err}");
+        assert!(dml_core::error::chain(&err).contains("blob.png"), "{err}");
 
         let err = silent(&config, MODEL_SEED, Start::Overwrite, |_, _, loss| {
             loss.nan = true;

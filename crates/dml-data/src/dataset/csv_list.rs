@@ -227,14 +227,12 @@ mod tests {
     #[test]
     fn text_that_is_not_utf8_is_an_error_saying_so() {
         let p = Path::new("l.csv");
-        let msg = parse(b"\xFF\xFE0\0,\0a\0", p).unwrap_err().to_string();
+        let msg = dml_core::error::chain(&parse(b"\xFF\xFE0\0,\0a\0", p).unwrap_err());
         assert!(
             msg.contains("UTF-16LE") && msg.contains("save the file as UTF-8"),
             "{msg}"
         );
-        let msg = parse(b"0,a.png\n1,caf\xE9.png\n", p)
-            .unwrap_err()
-            .to_string();
+        let msg = dml_core::error::chain(&parse(b"0,a.png\n1,caf\xE9.png\n", p).unwrap_err());
         assert!(
             msg.starts_with("l.csv: line 2, byte 6: not valid UTF-8"),
             "{msg}"

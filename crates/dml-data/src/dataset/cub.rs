@@ -170,7 +170,7 @@ mod tests {
             "CUB_200_2011/image_class_labels.txt",
             &[labels.as_slice(), b"9 \xC3(\n"].concat(),
         );
-        let err = Cub200Dataset::open(&root).unwrap_err().to_string();
+        let err = dml_core::error::chain(&Cub200Dataset::open(&root).unwrap_err());
         assert!(
             err.contains("image_class_labels.txt: line 9, byte 3: not valid UTF-8"),
             "{err}"
@@ -187,7 +187,7 @@ mod tests {
             "CUB_200_2011/image_class_labels.txt",
             labels.replace("3 2\n", "").as_bytes(),
         );
-        let err = Cub200Dataset::open(&root).unwrap_err().to_string();
+        let err = dml_core::error::chain(&Cub200Dataset::open(&root).unwrap_err());
         assert!(
             err.contains("image_class_labels.txt")
                 && err.contains("image 3")
@@ -199,7 +199,7 @@ mod tests {
             "CUB_200_2011/image_class_labels.txt",
             format!("{labels}9 1\n").as_bytes(),
         );
-        let err = Cub200Dataset::open(&root).unwrap_err().to_string();
+        let err = dml_core::error::chain(&Cub200Dataset::open(&root).unwrap_err());
         assert!(
             err.contains("images.txt") && err.contains("image 9"),
             "{err}"
@@ -209,7 +209,7 @@ mod tests {
             "CUB_200_2011/image_class_labels.txt",
             format!("{labels}2 1\n").as_bytes(),
         );
-        let err = Cub200Dataset::open(&root).unwrap_err().to_string();
+        let err = dml_core::error::chain(&Cub200Dataset::open(&root).unwrap_err());
         assert!(
             err.contains("image_class_labels.txt:9") && err.contains("line 2"),
             "{err}"
@@ -217,7 +217,7 @@ mod tests {
 
         tree.write("CUB_200_2011/image_class_labels.txt", labels.as_bytes());
         std::fs::remove_file(root.join("images/101.White_Pelican/img_0.jpg")).unwrap();
-        let err = Cub200Dataset::open(&root).unwrap_err().to_string();
+        let err = dml_core::error::chain(&Cub200Dataset::open(&root).unwrap_err());
         assert!(
             err.contains("101.White_Pelican/img_0.jpg") && err.contains("images.txt:5"),
             "{err}"

@@ -152,7 +152,7 @@ mod tests {
             )
             .collect();
         tree.write("Ebay_train.txt", &utf16);
-        let err = SopDataset::open(tree.root()).unwrap_err().to_string();
+        let err = dml_core::error::chain(&SopDataset::open(tree.root()).unwrap_err());
         assert!(
             err.contains("Ebay_train.txt: the text is UTF-16LE")
                 && err.contains("save the file as UTF-8"),
@@ -165,13 +165,13 @@ mod tests {
         let tree = TempTree::new();
         fabricate(&tree);
         tree.write("Ebay_test.txt", b"id class path\n");
-        let err = SopDataset::open(tree.root()).unwrap_err().to_string();
+        let err = dml_core::error::chain(&SopDataset::open(tree.root()).unwrap_err());
         assert!(err.contains("Ebay_test.txt:1"), "{err}");
         tree.write(
             "Ebay_test.txt",
             b"image_id class_id super_class_id path\n4 11319 bicycle_final/333_0.JPG\n",
         );
-        let err = SopDataset::open(tree.root()).unwrap_err().to_string();
+        let err = dml_core::error::chain(&SopDataset::open(tree.root()).unwrap_err());
         assert!(
             err.contains("Ebay_test.txt:2") && err.contains("expected 4 fields"),
             "{err}"

@@ -84,7 +84,7 @@ pub fn run_case_file(text: &str, dtype: Option<Dtype>) -> Result<Value> {
                 json!({
                     "name": name,
                     "loss_name": case.get("loss").cloned().unwrap_or(Value::Null),
-                    "error": e.to_string(),
+                    "error": dml_core::error::chain(&e),
                 })
             })
         })

@@ -354,7 +354,7 @@ mod tests {
     }
 
     fn assert_names_both(err: Error, root: &Path) {
-        let msg = err.to_string();
+        let msg = dml_core::error::chain(&err);
         assert!(
             msg.starts_with("data: 2 images cannot be read: ")
                 && msg.contains(&root.join("a/1.png").display().to_string())
@@ -428,10 +428,7 @@ mod tests {
         };
         assert!(open_split(&config, SplitChoice::Train).is_ok());
         config.limits.max_image_megapixels = 1;
-        let msg = open_split(&config, SplitChoice::Train)
-            .err()
-            .unwrap()
-            .to_string();
+        let msg = dml_core::error::chain(&open_split(&config, SplitChoice::Train).err().unwrap());
         assert_eq!(
             msg,
             format!(

@@ -184,7 +184,7 @@ impl DatasetConfig {
             DatasetConfig::Synthetic(glyphs) => {
                 glyphs.validate().map_err(|e| ConfigError::Invalid {
                     field: field.to_owned(),
-                    reason: e.to_string(),
+                    reason: dml_core::error::chain(&e),
                 })
             }
             DatasetConfig::Omniglot {
@@ -258,7 +258,7 @@ impl DataConfig {
         }
         self.pipeline.init().map_err(|e| ConfigError::Invalid {
             field: "data.pipeline".to_owned(),
-            reason: e.to_string(),
+            reason: dml_core::error::chain(&e),
         })?;
         check(
             self.batch.classes_per_batch >= 2,

@@ -76,7 +76,7 @@ impl LossConfig {
             .map(drop)
             .map_err(|e| ConfigError::Invalid {
                 field: "loss".to_owned(),
-                reason: e.to_string(),
+                reason: dml_core::error::chain(&e),
             })
     }
 }

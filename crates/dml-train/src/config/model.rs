@@ -52,7 +52,7 @@ impl ModelConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid {
                 field: "model".to_owned(),
-                reason: e.to_string(),
+                reason: dml_core::error::chain(&e),
             })
     }
 }
