@@ -6,8 +6,9 @@
 //!   errors naming the file and line): [`CsvListDataset`] (`label,relative/path` lists),
 //!   [`ImageFolderDataset`] (one folder per class), [`Cub200Dataset`], [`Cars196Dataset`],
 //!   [`SopDataset`], [`InShopDataset`] (native layouts with their standard class-disjoint
-//!   [`DatasetSplits`]), [`OmniglotDataset`], and [`ImageFiles`] (loose unlabelled images). Any of them reads from a folder or straight
-//!   from a zip archive ([`ImageStore`]). [`DatasetSource`] names any of them in a run config.
+//!   [`DatasetSplits`]), [`OmniglotDataset`], and [`ImageFiles`] (loose unlabelled images).
+//!   Any of them reads from a folder or straight from a zip archive ([`ImageStore`]); a run
+//!   configuration names them in dml-train's `DatasetConfig`.
 //!   Text inputs go through [`dml_core::text`] (byte-order marks, UTF-16, invalid UTF-8 named
 //!   by line); CSV lists follow RFC 4180 quoting.
 //! - [`Limits`]: the largest file and image any reader accepts, checked against headers
@@ -56,7 +57,7 @@ mod test_support;
 
 pub use cache::CacheStats;
 pub use dataset::{
-    Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSource, DatasetSplits,
+    Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits,
     ImageEntry, ImageFiles, ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset,
     OmniglotLabel, SopDataset, Split, TestSplit, verify_images,
 };

@@ -13,7 +13,7 @@
 //! optimizer trains them. The graph holds O(n * d), whatever the loss.
 
 use burn::module::{Module, Param};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use dml_core::Real;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,7 +22,6 @@ use crate::error::{Error, Result};
 use crate::loss::{LossKernel, LossStats, ParamInit};
 use crate::matrix::MatrixRef;
 use crate::metric_loss::{Batch, MetricLoss};
-use crate::tuples::Tuples;
 
 /// A [`MetricLoss`] as a burn module (with its learnable parameters, if any).
 #[derive(Module, Debug)]
@@ -95,29 +94,7 @@ impl LossModule {
     /// The loss of a batch: embeddings `[n, d]` (f32 or f64; other float dtypes are computed
     /// in f32) and one label per row.
     pub fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput> {
-        self.forward_inner(embeddings, labels, None, 0)
-    }
-
-    /// Like [`LossModule::forward`] with labels as an integer tensor.
-    pub fn forward_tensor(
-        &self,
-        embeddings: Tensor<2>,
-        labels: Tensor<1, Int>,
-    ) -> Result<LossOutput> {
-        let labels: Vec<i64> = labels
-            .try_into_vec_as::<i64>()
-            .map_err(|e| Error::TensorRead(format!("labels: {e}")))?;
-        self.forward(embeddings, &labels)
-    }
-
-    /// The loss of a batch on given tuples (PML's `indices_tuple`) instead of the miner's.
-    pub fn forward_with_tuples(
-        &self,
-        embeddings: Tensor<2>,
-        labels: &[i64],
-        tuples: &Tuples,
-    ) -> Result<LossOutput> {
-        self.forward_inner(embeddings, labels, Some(tuples), 0)
+        self.forward_inner(embeddings, labels, 0)
     }
 
     /// The loss of training step `step` (random miners draw a different stream per step).
@@ -127,20 +104,19 @@ impl LossModule {
         labels: &[i64],
         step: u64,
     ) -> Result<LossOutput> {
-        self.forward_inner(embeddings, labels, None, step)
+        self.forward_inner(embeddings, labels, step)
     }
 
     fn forward_inner(
         &self,
         embeddings: Tensor<2>,
         labels: &[i64],
-        tuples: Option<&Tuples>,
         step: u64,
     ) -> Result<LossOutput> {
         match embeddings.dtype() {
-            DType::F64 => self.run::<f64>(embeddings, labels, tuples, step),
+            DType::F64 => self.run::<f64>(embeddings, labels, step),
             DType::F32 | DType::Flex32 | DType::F16 | DType::BF16 => {
-                self.run::<f32>(embeddings, labels, tuples, step)
+                self.run::<f32>(embeddings, labels, step)
             }
             other => Err(Error::UnsupportedDtype {
                 dtype: format!("{other:?}"),
@@ -152,7 +128,6 @@ impl LossModule {
         &self,
         embeddings: Tensor<2>,
         labels: &[i64],
-        tuples: Option<&Tuples>,
         step: u64,
     ) -> Result<LossOutput> {
         let [n, d] = embeddings.dims();
@@ -166,9 +141,6 @@ impl LossModule {
             })
             .transpose()?;
         let mut batch = Batch::new(MatrixRef::new(&x, n, d)?, labels).with_step(step);
-        if let Some(t) = tuples {
-            batch = batch.with_tuples(t);
-        }
         if let Some((pv, r, c)) = &p {
             batch = batch.with_params(MatrixRef::new(pv, *r, *c)?);
         }

@@ -141,13 +141,6 @@ impl MetricLoss {
         Ok(self)
     }
 
-    /// Caps how many tuples may be materialised in one call (miner output, pair-to-triplet
-    /// conversions, unreduced reports).
-    pub fn with_tuple_budget(mut self, budget: u64) -> Self {
-        self.tuple_budget = budget;
-        self
-    }
-
     /// The loss kernel.
     pub fn kind(&self) -> &LossKind {
         &self.kind

@@ -9,7 +9,6 @@ mod image_list;
 mod in_shop;
 mod omniglot;
 mod sop;
-mod source;
 mod table;
 
 use std::sync::Arc;
@@ -23,7 +22,6 @@ pub use image_list::{ImageEntry, ImageList};
 pub use in_shop::InShopDataset;
 pub use omniglot::{OmniglotDataset, OmniglotLabel};
 pub use sop::SopDataset;
-pub use source::DatasetSource;
 
 use rayon::prelude::*;
 
