@@ -16,6 +16,9 @@
 //!   graph, so any burn backend trains with these losses.
 //! - [`cases`]: reads PML-style case files and writes PML-style results (`dml loss`).
 //!
+//! Comments cite PML's behaviour as "PML note N": note N of the repository's
+//! `docs/pml-semantics.md`, which records what PML 2.9 computes and what the fixtures hold.
+//!
 //! ```
 //! use dml_losses::{Batch, ContrastiveLoss, Distance, MatrixRef, MetricLoss, Reducer};
 //!

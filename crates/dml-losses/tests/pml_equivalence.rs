@@ -1,6 +1,6 @@
 //! Every case of fixtures/pml/pml-cases.json against PML 2.9's float64 output
 //! (fixtures/pml/pml-expected.json), in f64 and in f32, with the tolerances of
-//! shared/reference/README.md note 30.
+//! docs/pml-semantics.md, note 30.
 
 use dml_losses::cases::{Dtype, run_case_file};
 use serde_json::Value;

@@ -1,5 +1,5 @@
 //! PML-compatible case files: read `pml-cases.json`-style input, write `pml-expected.json`-style
-//! output (see shared/reference/README.md for both formats).
+//! output (docs/pml-semantics.md describes both formats).
 //!
 //! A case names a PML loss class with its constructor arguments, optionally a miner, fixed
 //! tuples (`indices_tuple`) or proxies, and optionally its own batch. Unknown loss, miner,

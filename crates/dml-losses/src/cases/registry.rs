@@ -1,7 +1,7 @@
 //! PML class names and constructor arguments to dml values, with PML's defaults.
 //!
 //! This is the one place where PML's implicit defaults are spelled out (each default's source
-//! is PML 2.9's constructor signature; see shared/reference/README.md notes 1 and 7-23). dml's
+//! is PML 2.9's constructor signature; see docs/pml-semantics.md, notes 1 and 7-23). dml's
 //! own Rust API takes all of them explicitly.
 
 use serde_json::Value;
