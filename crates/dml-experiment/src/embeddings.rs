@@ -1,7 +1,5 @@
 //! Saved test embeddings and their labels, as referenced by [`EmbeddingFiles`].
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -33,126 +31,44 @@ impl LabelledEmbeddings {
 }
 
 /// Loads a run's embeddings; paths in `files` are relative to `dir` (the results file's
-/// folder). Vectors: `.npy` `[n, d]` of `f32` or `f64` in C order. Labels: `.npy` of `n`
-/// integers, or a text file with one label per line.
+/// folder). They are read by dml-eval's readers, the ones `dml eval` uses: vectors `.npy` or
+/// `.safetensors` (2-D `f32`/`f64`), labels `.npy` integers or text, one per line.
 pub fn load(run_id: &str, dir: &Path, files: &EmbeddingFiles) -> Result<LabelledEmbeddings> {
     let vectors_path = dir.join(&files.vectors);
     let labels_path = dir.join(&files.labels);
-    let bad = |path: &Path, reason: String| Error::EmbeddingFile {
+    let bad = |path: &Path, error: dml_eval::Error| Error::EmbeddingFile {
         run_id: run_id.to_owned(),
         path: path.to_owned(),
-        reason,
-    };
-    // Finish an interrupted write of the vectors' or the labels' set before reading either.
-    for path in [&vectors_path, &labels_path] {
-        dml_core::atomic::recover_set(path).map_err(|e| {
-            bad(
-                &e.path,
-                format!("cannot finish an interrupted write: {}", e.source),
-            )
-        })?;
-    }
-    let (vectors, dim, n) = read_vectors(&vectors_path).map_err(|r| bad(&vectors_path, r))?;
-    let labels = read_labels(&labels_path).map_err(|r| bad(&labels_path, r))?;
-    if labels.len() != n {
-        return Err(bad(
-            &labels_path,
-            format!("{} labels for {n} embedding rows", labels.len()),
-        ));
-    }
-    let mut names: Vec<&String> = Vec::new();
-    let classes = labels
-        .iter()
-        .map(|l| match names.iter().position(|&m| m == l) {
-            Some(i) => i,
-            None => {
-                names.push(l);
-                names.len() - 1
-            }
-        })
-        .collect();
-    Ok(LabelledEmbeddings {
-        vectors,
-        dim,
-        classes,
-        class_count: names.len(),
-    })
-}
-
-/// Opens a `.npy` file whose header [`dml_eval::io::open_npy`] has checked against the
-/// file's length, so reading its data allocates no more than the file holds.
-fn open_npy(path: &Path) -> Result<npyz::NpyFile<BufReader<File>>, String> {
-    dml_eval::io::open_npy(path).map_err(|e| match e {
-        // The caller names the file.
-        dml_eval::Error::Npy { reason, .. } => reason,
-        dml_eval::Error::Io { source, .. } => source.to_string(),
-        other => dml_core::error::chain(&other),
-    })
-}
-
-fn read_vectors(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
-    let npy = open_npy(path)?;
-    let (n, dim) = match *npy.shape() {
-        [n, d] => (n as usize, d as usize),
-        ref other => {
-            return Err(format!(
-                "expected a 2-D array [n, d], found shape {other:?}"
-            ));
-        }
-    };
-    if npy.order() != npyz::Order::C {
-        return Err("expected C (row-major) order, found Fortran order".to_owned());
-    }
-    let data = match npy.try_data::<f32>() {
-        Ok(reader) => reader.collect::<std::io::Result<Vec<f32>>>(),
-        Err(npy) => match npy.data::<f64>() {
-            // Plotting coordinates need no more than f32 precision.
-            Ok(reader) => reader.map(|v| v.map(|x| x as f32)).collect(),
-            Err(e) => return Err(format!("expected f32 or f64 values: {e}")),
+        reason: match error {
+            // The message names the file already.
+            dml_eval::Error::Npy { reason, .. } => reason,
+            other => dml_core::error::chain(&other),
         },
+    };
+    let vectors = dml_eval::io::read_embeddings(&vectors_path, None)
+        .map_err(|e| bad(&vectors_path, e))?;
+    let labels = dml_eval::io::read_labels(&labels_path).map_err(|e| bad(&labels_path, e))?;
+    let n = vectors.rows();
+    if labels.len() != n {
+        return Err(Error::EmbeddingFile {
+            run_id: run_id.to_owned(),
+            path: labels_path,
+            reason: format!("{} labels for {n} embedding rows", labels.len()),
+        });
     }
-    .map_err(|e| e.to_string())?;
-    Ok((data, dim, n))
-}
-
-fn read_labels(path: &Path) -> Result<Vec<String>, String> {
-    if path.extension().is_some_and(|e| e == "npy") {
-        let npy = open_npy(path)?;
-        if npy.shape().len() != 1 {
-            return Err(format!(
-                "expected a 1-D array, found shape {:?}",
-                npy.shape()
-            ));
-        }
-        return read_ints(npy).map(|v| v.iter().map(ToString::to_string).collect());
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let text = dml_core::text::decode(&bytes).map_err(|e| e.to_string())?;
-    Ok(dml_core::text::lines(text).map(str::to_owned).collect())
-}
-
-/// Reads any integer dtype as i128 (wide enough for every numpy integer).
-fn read_ints(npy: npyz::NpyFile<BufReader<File>>) -> Result<Vec<i128>, String> {
-    macro_rules! attempt {
-        ($npy:expr, $t:ty $(, $rest:ty)*) => {
-            match $npy.try_data::<$t>() {
-                Ok(reader) => reader
-                    .map(|v| v.map(i128::from))
-                    .collect::<std::io::Result<Vec<i128>>>()
-                    .map_err(|e| e.to_string()),
-                Err(npy) => attempt!(npy $(, $rest)*),
-            }
-        };
-        ($npy:expr) => {
-            Err(format!("expected integer labels, found dtype {}", $npy.dtype().descr()))
-        };
-    }
-    attempt!(npy, i64, i32, i16, i8, u64, u32, u16, u8)
+    Ok(LabelledEmbeddings {
+        dim: vectors.dim(),
+        vectors: vectors.as_slice().to_vec(),
+        classes: labels.ids().iter().map(|&c| c as usize).collect(),
+        class_count: labels.num_classes(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+
     use npyz::WriterBuilder;
 
     fn write_f32(path: &Path, data: &[f32], shape: &[u64]) {
