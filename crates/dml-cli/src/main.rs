@@ -47,6 +47,8 @@ enum Command {
     Run(cmd::run::Args),
     /// The nearest items of an index (from `dml embed`) for query images or embeddings.
     Search(cmd::search::Args),
+    /// An HTML gallery of saved embeddings: worst queries, neighbours, confusions, a map.
+    Gallery(cmd::gallery::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -66,6 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => cmd::embed::run(args, cli.device),
         Command::Run(args) => cmd::run::run(args, cli.device, cli.threads),
         Command::Search(args) => cmd::search::run(args, cli.device),
+        Command::Gallery(args) => cmd::gallery::run(args),
     }
 }
 

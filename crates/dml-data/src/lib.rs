@@ -57,9 +57,9 @@ mod test_support;
 
 pub use cache::CacheStats;
 pub use dataset::{
-    Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits,
-    ImageEntry, ImageFiles, ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset,
-    OmniglotLabel, SopDataset, Split, TestSplit, verify_images,
+    Cars196Dataset, CsvListDataset, Cub200Dataset, Dataset, DatasetSplits, ImageEntry, ImageFiles,
+    ImageFolderDataset, ImageList, InShopDataset, OmniglotDataset, OmniglotLabel, SopDataset,
+    Split, TestSplit, verify_images,
 };
 pub use error::Error;
 pub use glyph::{GlyphJitter, SyntheticGlyphs, SyntheticGlyphsConfig};

@@ -163,6 +163,17 @@ impl Limits {
             .map_err(|e| self.image_error(e, path, Some(size)))
     }
 
+    /// Decodes the image file `bytes` (PNG or JPEG), named `name` in errors, under these
+    /// limits (its header checked against the pixel limit first): the way to decode an image
+    /// read outside a [`crate::Dataset`], such as the files `dml gallery` makes thumbnails of
+    /// (read with [`crate::ImageStore::read`], which holds to the file limit).
+    ///
+    /// # Errors
+    /// [`Error::ImageTooLarge`] and [`Error::Decode`], naming `name`.
+    pub fn decode(&self, bytes: &[u8], name: &str) -> Result<DynamicImage, Error> {
+        self.decode_image(bytes, &|| name.to_owned())
+    }
+
     fn image_too_large(&self, path: String, size: Option<(u32, u32)>) -> Error {
         Error::ImageTooLarge {
             path,
@@ -244,6 +255,21 @@ mod tests {
         );
         let img = limits.decode_image(&png_bytes(5, 3, 9), &name).unwrap();
         assert_eq!((img.width(), img.height()), (5, 3));
+        let img = limits.decode(&png_bytes(5, 3, 9), "a.png").unwrap();
+        assert_eq!((img.width(), img.height()), (5, 3));
+        let err = limits
+            .decode(&huge, "imgs/huge.png")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("imgs/huge.png is 100000 x 100000 pixels"),
+            "{err}"
+        );
+        let err = limits
+            .decode(b"not an image", "x.png")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot decode image x.png"), "{err}");
         let tight = Limits {
             max_image_megapixels: 0,
             ..limits

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::kmeans::{KMeansConfig, kmeans};
 use crate::knn::Distance;
 use crate::mutual_info::{MutualInfo, mutual_info};
-use crate::retrieval::{Gallery, RetrievalMetrics, retrieval_metrics};
+use crate::retrieval::{Gallery, QueryRetrieval, RetrievalMetrics, aggregate, rank_queries};
 
 /// A metric [`evaluate`] can report, named by its stable report key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -186,14 +186,29 @@ pub struct Evaluation {
 /// notes 24-29 of the reference README).
 ///
 /// # Errors
-/// Those of [`retrieval_metrics`], [`kmeans`] and [`mutual_info`]; an empty query set;
-/// cluster labels of the wrong length.
+/// Those of [`retrieval_metrics`](crate::retrieval_metrics), [`kmeans`] and
+/// [`mutual_info`]; an empty query set; cluster labels of the wrong length.
 pub fn evaluate(
     query: &Embeddings,
     query_labels: &[u32],
     gallery: Option<Gallery<'_>>,
     config: &EvalConfig,
 ) -> Result<Evaluation> {
+    evaluate_per_query(query, query_labels, gallery, config).map(|(evaluation, _)| evaluation)
+}
+
+/// [`evaluate`], also returning every query's [`QueryRetrieval`] (when a retrieval metric is
+/// asked for): the values the retrieval metrics average, from the same pass, for reports that
+/// show which queries and classes fail next to the metrics `dml eval` prints.
+///
+/// # Errors
+/// Those of [`evaluate`].
+pub fn evaluate_per_query(
+    query: &Embeddings,
+    query_labels: &[u32],
+    gallery: Option<Gallery<'_>>,
+    config: &EvalConfig,
+) -> Result<(Evaluation, Option<Vec<QueryRetrieval>>)> {
     if query.is_empty() {
         return Err(Error::Empty { what: "query" });
     }
@@ -206,18 +221,20 @@ pub fn evaluate(
     }
     let mut seconds = Vec::new();
     let wants = |m: Metric| config.metrics.contains(&m);
-    let retrieval = if config.metrics.iter().any(|m| m.is_retrieval()) {
+    let (retrieval, per_query) = if config.metrics.iter().any(|m| m.is_retrieval()) {
         let start = Instant::now();
         let ks: &[usize] = if wants(Metric::RecallAtK) {
             &config.recall_ks
         } else {
             &[]
         };
-        let r = retrieval_metrics(query, query_labels, gallery, config.distance, ks)?;
+        let (queries, num_reference) =
+            rank_queries(query, query_labels, gallery, config.distance, ks)?;
+        let r = aggregate(&queries, ks, num_reference);
         seconds.push(("retrieval", start.elapsed().as_secs_f64()));
-        Some(r)
+        (Some(r), Some(queries))
     } else {
-        None
+        (None, None)
     };
     let (mutual, clustering) = if wants(Metric::Nmi) || wants(Metric::Ami) {
         let (clusters, summary) = match &config.cluster_labels {
@@ -254,7 +271,7 @@ pub fn evaluate(
     } else {
         (None, None)
     };
-    Ok(Evaluation {
+    let evaluation = Evaluation {
         metrics: config.metrics.clone(),
         retrieval,
         mutual_info: mutual,
@@ -262,7 +279,8 @@ pub fn evaluate(
         num_queries: query.rows(),
         num_reference: gallery.map_or(query.rows(), |g| g.embeddings.rows()),
         seconds,
-    })
+    };
+    Ok((evaluation, per_query))
 }
 
 fn distinct(labels: &[u32]) -> usize {

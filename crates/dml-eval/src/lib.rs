@@ -7,7 +7,8 @@
 //!   half of the symmetric score matrix is computed.
 //! - [`retrieval_metrics`]: Recall@K (survey definition: all queries, lone queries miss),
 //!   precision@1, R-precision, MAP@R, MAP and MRR (PML's `AccuracyCalculator` semantics), from
-//!   the exact rank of every relevant item, in one pass.
+//!   the exact rank of every relevant item, in one pass; [`retrieval_per_query`] gives the
+//!   per-query values they average.
 //! - [`mutual_info`]: NMI and AMI with arithmetic normalisation, as scikit-learn computes them;
 //!   [`kmeans`]: seeded k-means++ / Lloyd with restarts to produce the clustering.
 //! - [`episode_accuracy`]: N-way K-shot accuracy by nearest neighbour and nearest class mean.
@@ -43,10 +44,14 @@ mod spread;
 pub use embeddings::Embeddings;
 pub use episodes::{EpisodeAccuracy, EpisodeConfig, episode_accuracy};
 pub use error::{Error, Result};
-pub use evaluate::{ClusteringSummary, EvalConfig, Evaluation, Metric, evaluate};
+pub use evaluate::{
+    ClusteringSummary, EvalConfig, Evaluation, Metric, evaluate, evaluate_per_query,
+};
 pub use kmeans::{KMeans, KMeansConfig, kmeans};
 pub use knn::{Distance, Neighbours, QueryMode, knn};
 pub use labels::Labels;
 pub use mutual_info::{MutualInfo, mutual_info};
-pub use retrieval::{Gallery, RetrievalMetrics, retrieval_metrics};
+pub use retrieval::{
+    Gallery, QueryRetrieval, RetrievalMetrics, retrieval_metrics, retrieval_per_query,
+};
 pub use spread::Spread;

@@ -92,6 +92,116 @@ pub fn retrieval_metrics(
     distance: Distance,
     recall_ks: &[usize],
 ) -> Result<RetrievalMetrics> {
+    let (queries, num_reference) = rank_queries(query, query_labels, gallery, distance, recall_ks)?;
+    Ok(aggregate(&queries, recall_ks, num_reference))
+}
+
+/// Every query's own retrieval numbers, the values [`retrieval_metrics`] averages (it is
+/// computed from this list, so the two cannot disagree): for reports that show which queries
+/// and classes fail.
+///
+/// ```
+/// use dml_eval::{Distance, Embeddings, retrieval_per_query};
+/// // a a b on a line: query 1's nearest item is 2 (class b), its class mate comes second
+/// let e = Embeddings::new(vec![0.0, 2.0, 2.5], 1).unwrap();
+/// let q = retrieval_per_query(&e, &[0, 0, 1], None, Distance::SquaredEuclidean).unwrap();
+/// assert_eq!((q[1].relevant, q[1].first_rank), (1, Some(2)));
+/// assert_eq!(q[1].average_precision_at_r, 0.0);
+/// assert_eq!(q[2].first_rank, None); // a lone query: no other item of class b
+/// ```
+///
+/// # Errors
+/// Those of [`retrieval_metrics`] (without the K checks).
+pub fn retrieval_per_query(
+    query: &Embeddings,
+    query_labels: &[u32],
+    gallery: Option<Gallery<'_>>,
+    distance: Distance,
+) -> Result<Vec<QueryRetrieval>> {
+    rank_queries(query, query_labels, gallery, distance, &[]).map(|(queries, _)| queries)
+}
+
+/// One query's place in its exact ranking: what every metric of [`RetrievalMetrics`] is a
+/// mean of (see [`retrieval_metrics`] for the formulas).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryRetrieval {
+    /// R: the reference items with the query's label (itself excluded in leave-one-out
+    /// mode); 0 for a lone query.
+    pub relevant: usize,
+    /// 1-based rank of the best relevant item in the whole ranking; `None` for a lone query.
+    pub first_rank: Option<u64>,
+    /// Relevant items in the top R, over R; NaN for a lone query.
+    pub r_precision: f64,
+    /// Average precision at R, `(1/R) sum_{t : rank_t <= R} t / rank_t` (the term of MAP@R);
+    /// NaN for a lone query.
+    pub average_precision_at_r: f64,
+    /// Average precision over the whole ranking (the term of MAP); NaN for a lone query.
+    pub average_precision: f64,
+}
+
+impl QueryRetrieval {
+    /// The numbers of a query whose relevant items have the 1-based `ranks`, best first
+    /// (empty: a lone query).
+    fn from_ranks(ranks: &[u64]) -> Self {
+        let Some(&first) = ranks.first() else {
+            return QueryRetrieval {
+                relevant: 0,
+                first_rank: None,
+                r_precision: f64::NAN,
+                average_precision_at_r: f64::NAN,
+                average_precision: f64::NAN,
+            };
+        };
+        let r = ranks.len() as f64;
+        let big_r = ranks.len() as u64;
+        let mut in_top_r = 0u64;
+        let (mut ap_at_r, mut ap) = (0.0, 0.0);
+        for (t, &rank) in ranks.iter().enumerate() {
+            let precision = (t + 1) as f64 / rank as f64;
+            ap += precision;
+            if rank <= big_r {
+                in_top_r += 1;
+                ap_at_r += precision;
+            }
+        }
+        QueryRetrieval {
+            relevant: ranks.len(),
+            first_rank: Some(first),
+            r_precision: in_top_r as f64 / r,
+            average_precision_at_r: ap_at_r / r,
+            average_precision: ap / r,
+        }
+    }
+
+    /// Whether a relevant item is among the `k` nearest (the term of Recall@K; a lone query
+    /// never is).
+    pub fn hit_at(&self, k: usize) -> bool {
+        self.first_rank.is_some_and(|first| first <= k as u64)
+    }
+}
+
+/// The means of `queries` as [`RetrievalMetrics`] against `num_reference` items.
+pub(crate) fn aggregate(
+    queries: &[QueryRetrieval],
+    recall_ks: &[usize],
+    num_reference: usize,
+) -> RetrievalMetrics {
+    let mut totals = Totals::new(recall_ks);
+    for q in queries {
+        totals.add(q);
+    }
+    totals.finish(queries.len(), num_reference)
+}
+
+/// Each query's [`QueryRetrieval`], in query order, and the number of reference items,
+/// after checking the inputs and every K of `recall_ks`.
+pub(crate) fn rank_queries(
+    query: &Embeddings,
+    query_labels: &[u32],
+    gallery: Option<Gallery<'_>>,
+    distance: Distance,
+    recall_ks: &[usize],
+) -> Result<(Vec<QueryRetrieval>, usize)> {
     let mode = match gallery {
         None => QueryMode::LeaveOneOut,
         Some(g) => QueryMode::Gallery(g.embeddings),
@@ -134,8 +244,8 @@ pub fn retrieval_metrics(
         r - usize::from(prepared.leave_one_out() && r > 0)
     };
     let reference_offsets = prepared.offsets(prepared.reference());
-    let mut totals = Totals::new(recall_ks);
     let n = query.rows();
+    let mut queries = Vec::with_capacity(n);
     // The scan keeps one copy of the sinks per thread besides the caller's.
     let per_pass = RELEVANT_PAIRS_HELD / (rayon::current_num_threads() + 1);
     let mut start = 0;
@@ -159,12 +269,10 @@ pub fn retrieval_metrics(
             .map(|(relevant, &label)| RankSink::new(label, reference_labels, &relevant))
             .collect();
         prepared.scan_queries(start, end, &mut sinks);
-        for sink in &sinks {
-            totals.add(&sink.ranks());
-        }
+        queries.extend(sinks.iter().map(|s| QueryRetrieval::from_ranks(&s.ranks())));
         start = end;
     }
-    Ok(totals.finish(n, prepared.reference().rows()))
+    Ok((queries, prepared.reference().rows()))
 }
 
 fn check_len(what: &'static str, expected: usize, found: usize) -> Result<()> {
@@ -366,31 +474,19 @@ impl Totals {
         }
     }
 
-    /// Adds one query given the ranks of its relevant items (empty: lone).
-    fn add(&mut self, ranks: &[u64]) {
-        let Some(&first) = ranks.first() else {
+    /// Adds one query (a lone one only counts as a miss of every Recall@K).
+    fn add(&mut self, query: &QueryRetrieval) {
+        let Some(first) = query.first_rank else {
             return;
         };
         for (hits, &k) in self.hits.iter_mut().zip(&self.ks) {
-            *hits += u64::from(first <= k as u64);
-        }
-        let r = ranks.len() as f64;
-        let big_r = ranks.len() as u64;
-        let mut in_top_r = 0u64;
-        let (mut ap_at_r, mut ap) = (0.0, 0.0);
-        for (t, &rank) in ranks.iter().enumerate() {
-            let precision = (t + 1) as f64 / rank as f64;
-            ap += precision;
-            if rank <= big_r {
-                in_top_r += 1;
-                ap_at_r += precision;
-            }
+            *hits += u64::from(query.hit_at(k));
         }
         self.non_lone += 1;
         self.precision_at_1 += f64::from(u8::from(first == 1));
-        self.r_precision += in_top_r as f64 / r;
-        self.map_at_r += ap_at_r / r;
-        self.map += ap / r;
+        self.r_precision += query.r_precision;
+        self.map_at_r += query.average_precision_at_r;
+        self.map += query.average_precision;
         self.mrr += 1.0 / first as f64;
     }
 
@@ -459,6 +555,30 @@ mod tests {
         assert!((m.map - ap.iter().sum::<f64>() / 5.0).abs() < 1e-12);
         let mrr = (1.0 + 1.0 + 1.0 / 3.0 + 1.0 / 2.0 + 1.0 / 3.0) / 5.0;
         assert!((m.mrr - mrr).abs() < 1e-12);
+    }
+
+    /// The per-query numbers of the hand-computed case, and the metrics as their means.
+    #[test]
+    fn per_query_values_are_what_the_metrics_average() {
+        let e = line(&[0.0, 1.0, 2.0, 10.0, 11.0]);
+        let labels = [0, 0, 1, 1, 0];
+        let d = Distance::SquaredEuclidean;
+        let q = retrieval_per_query(&e, &labels, None, d).unwrap();
+        let first: Vec<Option<u64>> = q.iter().map(|q| q.first_rank).collect();
+        assert_eq!(first, [Some(1), Some(1), Some(3), Some(2), Some(3)]);
+        let relevant: Vec<usize> = q.iter().map(|q| q.relevant).collect();
+        assert_eq!(relevant, [2, 2, 1, 1, 2]);
+        assert!((q[4].average_precision - (1.0 / 3.0 + 2.0 / 4.0) / 2.0).abs() < 1e-12);
+        assert!((q[0].average_precision_at_r - 0.5).abs() < 1e-12);
+        assert!(q[0].hit_at(1) && !q[2].hit_at(2) && q[2].hit_at(3));
+        let m = retrieval_metrics(&e, &labels, None, d, &[1, 2]).unwrap();
+        let mean = |f: fn(&QueryRetrieval) -> f64| q.iter().map(f).sum::<f64>() / 5.0;
+        assert!((m.map_at_r - mean(|q| q.average_precision_at_r)).abs() < 1e-15);
+        assert!((m.r_precision - mean(|q| q.r_precision)).abs() < 1e-15);
+        assert!((m.map - mean(|q| q.average_precision)).abs() < 1e-15);
+        let lone = retrieval_per_query(&e, &[0, 0, 1, 2, 0], None, d).unwrap();
+        assert_eq!((lone[2].relevant, lone[2].first_rank), (0, None));
+        assert!(lone[2].average_precision_at_r.is_nan() && !lone[2].hit_at(4));
     }
 
     #[test]
@@ -559,7 +679,7 @@ mod tests {
                 .collect();
             prepared.scan_queries(start, end, &mut sinks);
             for s in &sinks {
-                totals.add(&s.ranks());
+                totals.add(&QueryRetrieval::from_ranks(&s.ranks()));
             }
         }
         assert_eq!(totals.finish(n, n), whole);

@@ -45,8 +45,8 @@ pub fn load(run_id: &str, dir: &Path, files: &EmbeddingFiles) -> Result<Labelled
             other => dml_core::error::chain(&other),
         },
     };
-    let vectors = dml_eval::io::read_embeddings(&vectors_path, None)
-        .map_err(|e| bad(&vectors_path, e))?;
+    let vectors =
+        dml_eval::io::read_embeddings(&vectors_path, None).map_err(|e| bad(&vectors_path, e))?;
     let labels = dml_eval::io::read_labels(&labels_path).map_err(|e| bad(&labels_path, e))?;
     let n = vectors.rows();
     if labels.len() != n {

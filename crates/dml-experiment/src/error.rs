@@ -131,9 +131,7 @@ pub enum Error {
         origin: OverrideSource,
     },
     /// The caller's check (for example "is this a valid trainer config") rejected a run.
-    #[error(
-        "run `{run_id}` (dataset entry `{dataset}`, loss entry `{loss}`) is not a valid run"
-    )]
+    #[error("run `{run_id}` (dataset entry `{dataset}`, loss entry `{loss}`) is not a valid run")]
     RunRejected {
         /// The run's id.
         run_id: String,

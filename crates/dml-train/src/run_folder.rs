@@ -31,16 +31,19 @@ pub struct RunPaths {
     pub summary: PathBuf,
     /// `embeddings/`: the held-out split embedded with the chosen checkpoint.
     pub embeddings: PathBuf,
+    /// `gallery/`: the HTML gallery of the held-out split (`dml run`, `dml train`).
+    pub gallery: PathBuf,
 }
 
 /// The entries dml writes at the top of a run folder (and their hidden temporaries).
-const RUN_ENTRIES: [&str; 6] = [
+const RUN_ENTRIES: [&str; 7] = [
     "config.json",
     "data.json",
     "metrics.jsonl",
     "checkpoints",
     "summary.json",
     "embeddings",
+    "gallery",
 ];
 
 impl RunPaths {
@@ -57,6 +60,7 @@ impl RunPaths {
             checkpoints,
             summary: dir.join("summary.json"),
             embeddings: dir.join("embeddings"),
+            gallery: dir.join("gallery"),
         }
     }
 

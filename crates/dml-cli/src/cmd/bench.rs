@@ -16,6 +16,8 @@ enum Which {
     Losses(super::bench_losses::Args),
     /// Training steps of dml's networks: dml's kernels, burn's composed ops and PyTorch.
     Train(super::bench_train::Args),
+    /// `dml gallery` on a synthetic set the size of SOP's test split, without images.
+    Gallery(super::bench_gallery::Args),
 }
 
 /// Runs `dml bench`.
@@ -24,6 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Which::Eval(args) => super::bench_eval::run(args),
         Which::Losses(args) => super::bench_losses::run(args),
         Which::Train(args) => super::bench_train::run(args),
+        Which::Gallery(args) => super::bench_gallery::run(args),
     }
 }
 

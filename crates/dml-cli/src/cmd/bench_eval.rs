@@ -42,12 +42,13 @@ pub struct Args {
 
 /// One size parsed from `--sizes`.
 #[derive(Debug, Clone, Copy)]
-struct Size {
-    items: usize,
-    classes: usize,
+pub(crate) struct Size {
+    pub(crate) items: usize,
+    pub(crate) classes: usize,
 }
 
-fn parse_size(s: &str) -> anyhow::Result<Size> {
+/// `ITEMSxCLASSES`, at least two items per class.
+pub(crate) fn parse_size(s: &str) -> anyhow::Result<Size> {
     let (n, c) = s
         .split_once('x')
         .with_context(|| format!("--sizes: `{s}` is not ITEMSxCLASSES (e.g. 10000x100)"))?;
@@ -204,7 +205,7 @@ fn median(repeats: usize, mut f: impl FnMut() -> dml_eval::Result<()>) -> anyhow
 /// User + system CPU seconds of this process so far (all threads), from /proc/self/stat in
 /// the kernel's fixed 100 Hz user-visible clock ticks. On a busy machine the wall-clock time
 /// includes waiting for a core and the CPU time does not, which makes the two worth showing.
-fn cpu_seconds() -> Option<f64> {
+pub(crate) fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -213,7 +214,7 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 /// Seeded clustered unit vectors and their labels (module docs).
-fn synthetic(size: Size, dim: usize, noise: f64, seed: u64) -> (Embeddings, Vec<u32>) {
+pub(crate) fn synthetic(size: Size, dim: usize, noise: f64, seed: u64) -> (Embeddings, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let centres: Vec<Vec<f64>> = (0..size.classes)
         .map(|_| normalized((0..dim).map(|_| gaussian(&mut rng)).collect()))

@@ -94,6 +94,19 @@ impl From<DistanceArg> for Distance {
 /// The survey's Recall@K values.
 const DEFAULT_KS: [usize; 4] = [1, 2, 4, 8];
 
+/// The evaluation `dml eval` runs where no flag changes it: every metric, Recall@1,2,4,8,
+/// squared Euclidean distance, k-means' defaults. `dml gallery` and the galleries of `dml run`
+/// and `dml train` summarise with it, so their numbers are the ones `dml eval` prints.
+pub(crate) fn default_config() -> EvalConfig {
+    EvalConfig {
+        metrics: Metric::ALL.to_vec(),
+        recall_ks: DEFAULT_KS.to_vec(),
+        distance: DistanceArg::SquaredEuclidean.into(),
+        kmeans: KMeansConfig::new(1),
+        cluster_labels: None,
+    }
+}
+
 /// A flag whose metric is not computed would be silently ignored: it is an error instead.
 fn check_flags_apply(args: &Args, metrics: &[Metric]) -> anyhow::Result<()> {
     if args.k.is_some() && !metrics.contains(&Metric::RecallAtK) {
@@ -123,10 +136,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let metrics = match &args.metrics {
         Some(list) => Metric::parse_list(list).context("--metrics")?,
-        None => Metric::ALL.to_vec(),
+        None => default_config().metrics,
     };
     check_flags_apply(&args, &metrics)?;
-    let ks = args.k.clone().unwrap_or_else(|| DEFAULT_KS.to_vec());
+    let ks = args.k.clone().unwrap_or_else(|| default_config().recall_ks);
     if let Some(&k) = ks.iter().find(|&&k| k == 0) {
         bail!("--k: K = {k} is invalid: Recall@K needs K >= 1");
     }
@@ -174,7 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         recall_ks: ks,
         distance: args.distance.into(),
         kmeans: {
-            let defaults = KMeansConfig::new(1);
+            let defaults = default_config().kmeans;
             KMeansConfig {
                 restarts: args.kmeans_restarts.unwrap_or(defaults.restarts),
                 max_iters: args.kmeans_iters.unwrap_or(defaults.max_iters),
@@ -215,7 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The row-count check between a labels file and its embeddings, naming both files.
-fn check_rows(
+pub(crate) fn check_rows(
     labels: &Path,
     n_labels: usize,
     embeddings: &Path,
@@ -383,6 +396,17 @@ mod tests {
             (args.seed, args.kmeans_restarts, args.kmeans_iters),
             (None, None, None)
         );
+    }
+
+    /// What `dml gallery` shares with `dml eval` is what `dml eval` runs without flags.
+    #[test]
+    fn the_default_config_is_what_no_flags_give() {
+        let args = parse(&[]).unwrap();
+        let config = super::default_config();
+        assert_eq!(dml_eval::Distance::from(args.distance), config.distance);
+        assert_eq!(config.recall_ks, [1, 2, 4, 8]);
+        assert_eq!(config.metrics, dml_eval::Metric::ALL);
+        assert!(config.cluster_labels.is_none());
     }
 
     #[test]

@@ -29,11 +29,13 @@ macro_rules! errln {
 
 pub mod bench;
 pub mod bench_eval;
+pub mod bench_gallery;
 pub mod bench_losses;
 pub mod bench_train;
 pub mod embed;
 pub mod eval;
 pub mod experiment;
+pub mod gallery;
 pub mod loss;
 pub mod report;
 pub mod run;

@@ -3,8 +3,9 @@
 //! The held-out split is evaluated with the initial network, the network is trained (as
 //! `dml train`), the held-out split is embedded with the best checkpoint into
 //! `<run>/embeddings/test.npy` (labels and paths beside it) and evaluated again; a table
-//! shows the metrics before and after. Without arguments this is the README's main job: the
-//! small convnet on the built-in synthetic glyphs.
+//! shows the metrics before and after, and `<run>/gallery/index.html` shows the queries,
+//! their neighbours and the embedding map. Without arguments this is the README's main job:
+//! the small convnet on the built-in synthetic glyphs.
 
 use std::time::Instant;
 
@@ -15,7 +16,10 @@ use dml_train::run::{Assembled, model_from_checkpoint, train};
 use dml_train::run_folder::RunPaths;
 use dml_train::task::Metrics;
 
-use super::train::{ConfigArgs, Progress, apply_threads, check_run_folder, format_metrics};
+use super::gallery::write_run_gallery;
+use super::train::{
+    ConfigArgs, Progress, apply_threads, check_run_folder, chosen_checkpoint, format_metrics,
+};
 use crate::device::DeviceArg;
 
 /// Arguments of `dml run`.
@@ -59,14 +63,14 @@ pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Res
     progress.finish();
 
     let paths = RunPaths::new(&config.out);
-    let chosen = if paths.best_checkpoint.exists() {
-        &paths.best_checkpoint
-    } else {
-        &paths.last_checkpoint
-    };
+    let chosen = chosen_checkpoint(&paths);
     let model = model_from_checkpoint(&Checkpoint::read(chosen)?, &plain)?;
     let (split, after) = evaluate(&model)?;
     let files = split.write_into_run(&config.out)?;
+    let gallery = match &assembled.data.test {
+        Some(test) => Some(write_run_gallery(&config.out, &split, test)?),
+        None => None,
+    };
 
     print_table(&keys, &before, &after)?;
     outln!(
@@ -84,6 +88,9 @@ pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Res
         files.labels.display(),
         files.paths.display()
     )?;
+    if let Some(page) = gallery {
+        outln!("gallery: {} (open it in a browser)", page.display())?;
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `dml train`: train an embedding network as a TOML run configuration says, in a run folder
-//! (config.json, metrics.jsonl, checkpoints/, summary.json), or resume a killed run exactly.
+//! (config.json, metrics.jsonl, checkpoints/, summary.json, and gallery/: the held-out split
+//! embedded with the best checkpoint, as HTML), or resume a killed run exactly.
 //!
 //! Every configuration field can be set with `--set key.path=value`; the common ones also
 //! have their own flag. Flags apply on top of the file, `--set` first.
@@ -9,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::device::DeviceArg;
 use anyhow::Context;
+use dml_train::checkpoint::Checkpoint;
 use dml_train::config::{Override, RunConfig};
 use dml_train::error::ConfigError;
 use dml_train::observer::{Control, Event, Observer};
-use dml_train::run::{Assembled, train};
+use dml_train::run::{Assembled, embed_split, model_from_checkpoint, train};
 use dml_train::run_folder::{RunPaths, Start};
 use dml_train::state::{RunStatus, TrainerState};
 use dml_train::task::Metrics;
@@ -321,13 +323,41 @@ pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Res
     let assembled = Assembled::open(&config)?;
     let mut progress = Progress::new(&config);
     progress.kill_at = test_kill_step()?;
-    let device = device.device()?.autodiff();
-    let outcome = train(&config, &assembled, &device, start, &mut progress)?;
+    let plain = device.device()?;
+    let outcome = train(
+        &config,
+        &assembled,
+        &plain.clone().autodiff(),
+        start,
+        &mut progress,
+    )?;
     progress.finish();
     let keys = config.eval.metric_keys();
     let paths = RunPaths::new(&config.out);
     print_summary(&outcome.state, &paths, &keys, started.elapsed())?;
+    if let Some(test) = assembled
+        .data
+        .test
+        .as_ref()
+        .filter(|_| !outcome.interrupted)
+    {
+        // The held-out split embedded with the checkpoint `dml run` and `dml embed` use.
+        let checkpoint = Checkpoint::read(chosen_checkpoint(&paths))?;
+        let split = embed_split(&model_from_checkpoint(&checkpoint, &plain)?, test, &plain)?;
+        let page = super::gallery::write_run_gallery(&config.out, &split, test)?;
+        outln!("gallery: {} (open it in a browser)", page.display())?;
+    }
     Ok(())
+}
+
+/// The checkpoint a finished run is embedded with: its best, or its last when no evaluation
+/// chose a best.
+pub fn chosen_checkpoint(paths: &RunPaths) -> &Path {
+    if paths.best_checkpoint.exists() {
+        &paths.best_checkpoint
+    } else {
+        &paths.last_checkpoint
+    }
 }
 
 /// Fails before any work when the run cannot take its folder, saying how to go on.
