@@ -12,13 +12,14 @@ use std::time::Instant;
 use anyhow::Context;
 use dml_train::checkpoint::Checkpoint;
 use dml_train::components::model::build_model;
-use dml_train::run::{Assembled, model_from_checkpoint, train};
+use dml_train::run::{Assembled, model_from_checkpoint};
 use dml_train::run_folder::RunPaths;
 use dml_train::task::Metrics;
 
 use super::gallery::write_run_gallery;
 use super::train::{
-    ConfigArgs, Progress, apply_threads, check_run_folder, chosen_checkpoint, format_metrics,
+    ConfigArgs, apply_threads, check_run_folder, chosen_checkpoint, format_metrics,
+    train_with_progress,
 };
 use crate::device::DeviceArg;
 
@@ -52,15 +53,7 @@ pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Res
     let (_, before) = evaluate(&build_model(&config, &plain, true)?)?;
     errln!("before training: {}", format_metrics(&before, &keys));
 
-    let mut progress = Progress::new(&config);
-    let outcome = train(
-        &config,
-        &assembled,
-        &plain.clone().autodiff(),
-        start,
-        &mut progress,
-    )?;
-    progress.finish();
+    let outcome = train_with_progress(&config, &assembled, &plain, start)?;
 
     let paths = RunPaths::new(&config.out);
     let chosen = chosen_checkpoint(&paths);

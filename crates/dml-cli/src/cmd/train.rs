@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::device::DeviceArg;
 use anyhow::Context;
+use dml_losses::LossModule;
+use dml_models::EmbeddingNet;
 use dml_train::checkpoint::Checkpoint;
 use dml_train::config::{Override, RunConfig};
 use dml_train::error::ConfigError;
@@ -18,6 +20,7 @@ use dml_train::run::{Assembled, embed_split, model_from_checkpoint, train};
 use dml_train::run_folder::{RunPaths, Start};
 use dml_train::state::{RunStatus, TrainerState};
 use dml_train::task::Metrics;
+use dml_train::trainer::TrainOutcome;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `dml train`.
@@ -321,17 +324,8 @@ pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Res
     apply_threads(&config);
     let started = Instant::now();
     let assembled = Assembled::open(&config)?;
-    let mut progress = Progress::new(&config);
-    progress.kill_at = test_kill_step()?;
     let plain = device.device()?;
-    let outcome = train(
-        &config,
-        &assembled,
-        &plain.clone().autodiff(),
-        start,
-        &mut progress,
-    )?;
-    progress.finish();
+    let outcome = train_with_progress(&config, &assembled, &plain, start)?;
     let keys = config.eval.metric_keys();
     let paths = RunPaths::new(&config.out);
     print_summary(&outcome.state, &paths, &keys, started.elapsed())?;
@@ -348,6 +342,27 @@ pub fn run(args: Args, device: DeviceArg, threads: Option<usize>) -> anyhow::Res
         outln!("gallery: {} (open it in a browser)", page.display())?;
     }
     Ok(())
+}
+
+/// Trains `config`'s run on `plain` (an inference device; training runs on its autodiff
+/// form), showing [`Progress`] on stderr.
+pub fn train_with_progress(
+    config: &RunConfig,
+    assembled: &Assembled,
+    plain: &burn::tensor::Device,
+    start: Start,
+) -> anyhow::Result<TrainOutcome<EmbeddingNet, LossModule>> {
+    let mut progress = Progress::new(config);
+    progress.kill_at = test_kill_step()?;
+    let outcome = train(
+        config,
+        assembled,
+        &plain.clone().autodiff(),
+        start,
+        &mut progress,
+    )?;
+    progress.finish();
+    Ok(outcome)
 }
 
 /// The checkpoint a finished run is embedded with: its best, or its last when no evaluation
